@@ -1,0 +1,44 @@
+# Every target runs in every module of the workspace (each directory with a go.mod).
+MODULES     := $(sort $(dir $(wildcard */go.mod)))
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: all build run test check fmt vet staticcheck test-nowork bench bench-compare tidy
+
+all: check test build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/lemonade ./lemonade
+
+run: build
+	bin/lemonade demo
+
+test:
+	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+
+check: fmt vet staticcheck test-nowork
+
+fmt:
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...); done
+
+staticcheck:
+	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(GO) run $(STATICCHECK) ./...); done
+
+# Each module must also build and pass on its own, through its relative replace lines.
+test-nowork:
+	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; (cd $$m && GOWORK=off $(GO) test -race -count=1 ./...); done
+
+bench:
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
+
+bench-compare: build
+	bash bench/compare.sh
+
+tidy:
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done

@@ -1,0 +1,3 @@
+module github.com/lemonade-lb/lemonade/lemonade
+
+go 1.26

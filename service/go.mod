@@ -1,0 +1,3 @@
+module github.com/lemonade-lb/lemonade/service
+
+go 1.26

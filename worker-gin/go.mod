@@ -1,0 +1,3 @@
+module github.com/lemonade-lb/lemonade/worker-gin
+
+go 1.26
