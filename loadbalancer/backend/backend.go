@@ -1,0 +1,259 @@
+// Package backend holds one upstream server's identity and live state. The
+// state is all atomics so the proxy, the health checker, the strategies and
+// the admin readers share a *Backend without locks on the hot path.
+package backend
+
+import (
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ewmaAlpha weighs a new latency sample against the running average: 0.2
+// follows a change within ~10 samples without jumping on one outlier.
+const ewmaAlpha = 0.2
+
+// Backend is one upstream server. ID and Address never change: a reload that
+// changes the address drains this Backend and creates a new one. Name and
+// weight change in place. A Backend must not be copied; pass pointers.
+type Backend struct {
+	ID      int
+	Address string
+
+	name   atomic.Pointer[string]
+	weight atomic.Int32
+
+	up       atomic.Bool
+	draining atomic.Bool
+
+	active          atomic.Int64  // connections open now (counted from pick to close)
+	total           atomic.Uint64 // connections proxied successfully
+	connectFailures atomic.Uint64 // dials that failed (refused, timed out)
+	bytesIn         atomic.Uint64 // client → backend
+	bytesOut        atomic.Uint64 // backend → client
+
+	latency   atomic.Uint64 // float64 bits: EWMA of response time in ns
+	latVar    atomic.Uint64 // float64 bits: EWMA of the variance, ns²
+	samples   atomic.Uint64 // latency samples taken
+	errorRate atomic.Uint64 // float64 bits: EWMA of dial outcomes, 1 = failed
+
+	transitions atomic.Uint64
+	lastCheck   atomic.Int64 // unix ns of the last active check
+	lastCheckOK atomic.Bool
+	lastReason  atomic.Pointer[string]
+
+	mu    sync.Mutex
+	links map[io.Closer]struct{} // live proxied connections, for forced close
+}
+
+// New returns a Backend that is up, with weight clamped to at least 1.
+func New(id int, name, address string, weight int) *Backend {
+	b := &Backend{ID: id, Address: address, links: map[io.Closer]struct{}{}}
+	b.SetName(name)
+	b.SetWeight(weight)
+	b.up.Store(true)
+	return b
+}
+
+// Name returns the display name.
+func (b *Backend) Name() string { return *b.name.Load() }
+
+// SetName changes the display name in place.
+func (b *Backend) SetName(name string) { b.name.Store(&name) }
+
+// Weight returns the weight, at least 1.
+func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// SetWeight changes the weight in place; values below 1 become 1.
+func (b *Backend) SetWeight(w int) { b.weight.Store(int32(max(w, 1))) }
+
+// Eligible reports whether the backend may take a new connection: up and not draining.
+func (b *Backend) Eligible() bool { return b.up.Load() && !b.draining.Load() }
+
+// Up reports the health state.
+func (b *Backend) Up() bool { return b.up.Load() }
+
+// SetUp records a health state and reports whether it changed.
+func (b *Backend) SetUp(up bool, reason string) (changed bool) {
+	if b.up.Swap(up) == up {
+		return false
+	}
+	b.transitions.Add(1)
+	b.lastReason.Store(&reason)
+	return true
+}
+
+// Draining reports whether the backend takes no new connections.
+func (b *Backend) Draining() bool { return b.draining.Load() }
+
+// Drain stops new connections to the backend; existing ones continue.
+func (b *Backend) Drain() { b.draining.Store(true) }
+
+// Active returns the number of open connections.
+func (b *Backend) Active() int64 { return b.active.Load() }
+
+// Acquire counts a connection from the moment it is assigned, so concurrent
+// picks by least_connections already see it.
+func (b *Backend) Acquire() { b.active.Add(1) }
+
+// Release undoes Acquire.
+func (b *Backend) Release() { b.active.Add(-1) }
+
+// DialFailed records a failed dial.
+func (b *Backend) DialFailed() {
+	b.connectFailures.Add(1)
+	b.observeError(1)
+}
+
+// Connected records a successful dial and its connect time, which seeds the
+// latency average until a response time is measured.
+func (b *Backend) Connected(connect time.Duration) {
+	b.total.Add(1)
+	b.observeError(0)
+	if b.samples.Load() == 0 {
+		b.ObserveLatency(connect)
+	}
+}
+
+// AddBytes adds the bytes a finished connection moved each way.
+func (b *Backend) AddBytes(in, out int64) {
+	if in > 0 {
+		b.bytesIn.Add(uint64(in))
+	}
+	if out > 0 {
+		b.bytesOut.Add(uint64(out))
+	}
+}
+
+// ObserveLatency folds one response-time sample into the running averages.
+func (b *Backend) ObserveLatency(d time.Duration) {
+	x := float64(d)
+	if b.samples.Add(1) == 1 {
+		b.latency.Store(math.Float64bits(x))
+		b.latVar.Store(0)
+		return
+	}
+	var diff float64
+	updateFloat(&b.latency, func(mean float64) float64 {
+		diff = x - mean
+		return mean + ewmaAlpha*diff
+	})
+	updateFloat(&b.latVar, func(v float64) float64 {
+		return (1 - ewmaAlpha) * (v + ewmaAlpha*diff*diff)
+	})
+}
+
+func (b *Backend) observeError(x float64) {
+	updateFloat(&b.errorRate, func(r float64) float64 { return r + ewmaAlpha*(x-r) })
+}
+
+func updateFloat(a *atomic.Uint64, f func(float64) float64) {
+	for {
+		old := a.Load()
+		if a.CompareAndSwap(old, math.Float64bits(f(math.Float64frombits(old)))) {
+			return
+		}
+	}
+}
+
+// Latency returns the EWMA of response time in ns and whether any sample exists.
+func (b *Backend) Latency() (ns float64, ok bool) {
+	return math.Float64frombits(b.latency.Load()), b.samples.Load() > 0
+}
+
+// LatencyStdDev returns the EWMA standard deviation of response time in ns.
+func (b *Backend) LatencyStdDev() float64 { return math.Sqrt(math.Float64frombits(b.latVar.Load())) }
+
+// ErrorRate returns the EWMA of dial failures, from 0 (none) to 1 (all).
+func (b *Backend) ErrorRate() float64 { return math.Float64frombits(b.errorRate.Load()) }
+
+// Checked records the time and outcome of an active health check.
+func (b *Backend) Checked(at time.Time, ok bool) {
+	b.lastCheck.Store(at.UnixNano())
+	b.lastCheckOK.Store(ok)
+}
+
+// Attach registers a live connection so CloseAll can end it.
+func (b *Backend) Attach(c io.Closer) {
+	b.mu.Lock()
+	b.links[c] = struct{}{}
+	b.mu.Unlock()
+}
+
+// Detach unregisters a connection that has ended.
+func (b *Backend) Detach(c io.Closer) {
+	b.mu.Lock()
+	delete(b.links, c)
+	b.mu.Unlock()
+}
+
+// CloseAll closes every live connection of the backend (the end of a drain)
+// and returns how many it closed.
+func (b *Backend) CloseAll() int {
+	b.mu.Lock()
+	links := make([]io.Closer, 0, len(b.links))
+	for c := range b.links {
+		links = append(links, c)
+	}
+	b.mu.Unlock()
+	for _, c := range links {
+		c.Close()
+	}
+	return len(links)
+}
+
+// Snapshot is a point-in-time copy of a backend's state, for readers.
+type Snapshot struct {
+	ID              int           `json:"id"`
+	Name            string        `json:"name"`
+	Address         string        `json:"address"`
+	Weight          int           `json:"weight"`
+	Up              bool          `json:"up"`
+	Draining        bool          `json:"draining"`
+	Active          int64         `json:"active_connections"`
+	Total           uint64        `json:"total_connections"`
+	ConnectFailures uint64        `json:"connect_failures"`
+	BytesIn         uint64        `json:"bytes_in"`
+	BytesOut        uint64        `json:"bytes_out"`
+	Latency         time.Duration `json:"latency_ewma_ns"`
+	LatencyStdDev   time.Duration `json:"latency_stddev_ns"`
+	LatencySamples  uint64        `json:"latency_samples"`
+	ErrorRate       float64       `json:"error_rate"`
+	Transitions     uint64        `json:"health_transitions"`
+	LastCheck       time.Time     `json:"last_check,omitzero"`
+	LastCheckOK     bool          `json:"last_check_ok"`
+	LastReason      string        `json:"last_transition_reason,omitempty"`
+}
+
+// Snapshot reads the current state.
+func (b *Backend) Snapshot() Snapshot {
+	lat, _ := b.Latency()
+	s := Snapshot{
+		ID:              b.ID,
+		Name:            b.Name(),
+		Address:         b.Address,
+		Weight:          b.Weight(),
+		Up:              b.up.Load(),
+		Draining:        b.draining.Load(),
+		Active:          b.active.Load(),
+		Total:           b.total.Load(),
+		ConnectFailures: b.connectFailures.Load(),
+		BytesIn:         b.bytesIn.Load(),
+		BytesOut:        b.bytesOut.Load(),
+		Latency:         time.Duration(lat),
+		LatencyStdDev:   time.Duration(b.LatencyStdDev()),
+		LatencySamples:  b.samples.Load(),
+		ErrorRate:       b.ErrorRate(),
+		Transitions:     b.transitions.Load(),
+		LastCheckOK:     b.lastCheckOK.Load(),
+	}
+	if ns := b.lastCheck.Load(); ns != 0 {
+		s.LastCheck = time.Unix(0, ns)
+	}
+	if r := b.lastReason.Load(); r != nil {
+		s.LastReason = *r
+	}
+	return s
+}

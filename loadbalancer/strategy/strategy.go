@@ -1,0 +1,305 @@
+// Package strategy holds the five balancing strategies. Each is a small type
+// whose Pick chooses among the eligible (up, not draining) backends of an
+// immutable pool snapshot: lock-free, no allocation per pick, nil when no
+// backend is eligible.
+package strategy
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+)
+
+// Strategy picks a backend for a new connection.
+type Strategy interface {
+	Pick(pool []*backend.Backend) *backend.Backend
+}
+
+var (
+	_ Strategy = (*RoundRobin)(nil)
+	_ Strategy = (*WeightedRoundRobin)(nil)
+	_ Strategy = (*LeastConnections)(nil)
+	_ Strategy = (*FastestResponseTime)(nil)
+	_ Strategy = (*Adaptive)(nil)
+)
+
+// New returns the strategy called name (see config.Strategies), prepared for
+// pool. Strategies that precompute (weighted_round_robin) must be rebuilt when
+// the pool or a weight changes; the others may be reused.
+func New(name string, pool []*backend.Backend, weights config.Weights) (Strategy, error) {
+	switch name {
+	case config.RoundRobin:
+		return &RoundRobin{}, nil
+	case config.WeightedRoundRobin:
+		return NewWeightedRoundRobin(pool), nil
+	case config.LeastConnections:
+		return &LeastConnections{}, nil
+	case config.FastestResponseTime:
+		return &FastestResponseTime{}, nil
+	case config.Adaptive:
+		return &Adaptive{Weights: weights}, nil
+	}
+	return nil, fmt.Errorf("unknown strategy %q (valid: %s)", name, strings.Join(config.Strategies, ", "))
+}
+
+// cursor is a shared position that advances past the entries a pick skipped,
+// so a rotation is exact over the eligible entries, not just the present ones.
+type cursor struct{ next atomic.Uint64 }
+
+// pick returns the first index at or after the cursor, modulo n, for which
+// ok holds, and moves the cursor past it; -1 when none does.
+func (c *cursor) pick(n int, ok func(i int) bool) int {
+	if n == 0 {
+		return -1
+	}
+	for {
+		cur := c.next.Load()
+		start := int(cur % uint64(n))
+		found := -1
+		var step int
+		for step = 0; step < n; step++ {
+			i := start + step
+			if i >= n {
+				i -= n
+			}
+			if ok(i) {
+				found = i
+				break
+			}
+		}
+		if found < 0 {
+			return -1
+		}
+		if c.next.CompareAndSwap(cur, cur+uint64(step)+1) {
+			return found
+		}
+	}
+}
+
+// scanWindow bounds the backends that the comparing strategies
+// (least_connections, fastest_response_time, adaptive) look at per pick. Up to
+// this many backends the comparison is exact; beyond it each pick compares a
+// window of this many backends from a rotating start (more when the window
+// holds no eligible one), so every backend is compared every len/scanWindow
+// picks and a pick stays well under a microsecond at 1000 backends.
+const scanWindow = 64
+
+// rotation hands out a different starting offset to each pick so that ties in
+// a scan are broken in turn, never always in favour of the first backend.
+type rotation struct{ n atomic.Uint64 }
+
+func (r *rotation) start(n int) int { return int(r.n.Add(1) % uint64(n)) }
+
+// RoundRobin rotates exactly over the eligible backends.
+type RoundRobin struct{ c cursor }
+
+// Pick implements Strategy.
+func (r *RoundRobin) Pick(pool []*backend.Backend) *backend.Backend {
+	i := r.c.pick(len(pool), func(i int) bool { return pool[i].Eligible() })
+	if i < 0 {
+		return nil
+	}
+	return pool[i]
+}
+
+// WeightedRoundRobin is nginx's smooth weighted round robin: over one cycle of
+// sum(weights) picks each backend is chosen exactly weight times, interleaved
+// (weights 5,1,1 give a a b a c a a). The cycle is computed once per pool, so
+// a pick is one step along it.
+type WeightedRoundRobin struct {
+	schedule []int32 // indices into the pool, one cycle
+	c        cursor
+}
+
+// NewWeightedRoundRobin computes the smooth cycle for pool's current weights.
+func NewWeightedRoundRobin(pool []*backend.Backend) *WeightedRoundRobin {
+	weights := make([]int, len(pool))
+	g := 0
+	for i, b := range pool {
+		weights[i] = b.Weight()
+		g = gcd(g, weights[i])
+	}
+	total := 0
+	for i := range weights {
+		weights[i] /= max(g, 1)
+		total += weights[i]
+	}
+	schedule := make([]int32, 0, total)
+	current := make([]int, len(pool))
+	for range total {
+		best := 0
+		for i, w := range weights {
+			current[i] += w
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= total
+		schedule = append(schedule, int32(best))
+	}
+	return &WeightedRoundRobin{schedule: schedule}
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Pick implements Strategy. pool must be the pool the schedule was built for.
+func (w *WeightedRoundRobin) Pick(pool []*backend.Backend) *backend.Backend {
+	s := w.schedule
+	i := w.c.pick(len(s), func(i int) bool {
+		j := int(s[i])
+		return j < len(pool) && pool[j].Eligible()
+	})
+	if i < 0 {
+		return nil
+	}
+	return pool[s[i]]
+}
+
+// LeastConnections picks the fewest active connections per unit of weight;
+// ties go in turn, so idle backends all get traffic.
+type LeastConnections struct{ r rotation }
+
+// Pick implements Strategy.
+func (l *LeastConnections) Pick(pool []*backend.Backend) *backend.Backend {
+	n := len(pool)
+	if n == 0 {
+		return nil
+	}
+	start := l.r.start(n)
+	var best *backend.Backend
+	var bestActive, bestWeight int64
+	for step := range n {
+		if step >= scanWindow && best != nil {
+			break
+		}
+		i := start + step
+		if i >= n {
+			i -= n
+		}
+		b := pool[i]
+		if !b.Eligible() {
+			continue
+		}
+		a, w := b.Active(), int64(b.Weight())
+		// a/w < bestActive/bestWeight, without division.
+		if best == nil || a*bestWeight < bestActive*w {
+			best, bestActive, bestWeight = b, a, w
+		}
+	}
+	return best
+}
+
+// FastestResponseTime picks the lowest moving average of response time.
+// Backends with no sample yet go first, so every backend gets measured; ties go
+// in turn.
+type FastestResponseTime struct{ r rotation }
+
+// Pick implements Strategy.
+func (f *FastestResponseTime) Pick(pool []*backend.Backend) *backend.Backend {
+	n := len(pool)
+	if n == 0 {
+		return nil
+	}
+	start := f.r.start(n)
+	var best *backend.Backend
+	var bestLatency float64
+	for step := range n {
+		if step >= scanWindow && best != nil {
+			break
+		}
+		i := start + step
+		if i >= n {
+			i -= n
+		}
+		b := pool[i]
+		if !b.Eligible() {
+			continue
+		}
+		lat, measured := b.Latency()
+		if !measured {
+			return b
+		}
+		if best == nil || lat < bestLatency {
+			best, bestLatency = b, lat
+		}
+	}
+	return best
+}
+
+// Adaptive scores each backend on three normalized factors and picks the
+// lowest score:
+//
+//	score = ConnectionWeight·load/maxLoad + LatencyWeight·lat/maxLat + ErrorWeight·errorRate
+//
+// where load is active connections per unit of weight, lat is the response
+// time average plus one standard deviation (an unsteady backend scores worse
+// than a steady one with the same mean), and errorRate is the moving average
+// of failed dials (0..1). Unmeasured backends count as zero latency so they get
+// measured. Ties go in turn.
+type Adaptive struct {
+	Weights config.Weights
+	r       rotation
+}
+
+// Pick implements Strategy.
+func (a *Adaptive) Pick(pool []*backend.Backend) *backend.Backend {
+	n := len(pool)
+	if n == 0 {
+		return nil
+	}
+	start := a.r.start(n)
+	// The window: scanWindow backends from start, stretched until it holds an
+	// eligible one. Both passes (maxima, then scores) cover the same window.
+	var maxLoad, maxLat float64
+	window, found := 0, false
+	for ; window < n && (window < scanWindow || !found); window++ {
+		b := pool[(start+window)%n]
+		if !b.Eligible() {
+			continue
+		}
+		found = true
+		maxLoad = max(maxLoad, load(b))
+		maxLat = max(maxLat, latencyScore(b))
+	}
+	var best *backend.Backend
+	var bestScore float64
+	for step := range window {
+		i := start + step
+		if i >= n {
+			i -= n
+		}
+		b := pool[i]
+		if !b.Eligible() {
+			continue
+		}
+		score := a.Weights.ErrorWeight * b.ErrorRate()
+		if maxLoad > 0 {
+			score += a.Weights.ConnectionWeight * load(b) / maxLoad
+		}
+		if maxLat > 0 {
+			score += a.Weights.LatencyWeight * latencyScore(b) / maxLat
+		}
+		if best == nil || score < bestScore {
+			best, bestScore = b, score
+		}
+	}
+	return best
+}
+
+func load(b *backend.Backend) float64 { return float64(b.Active()) / float64(b.Weight()) }
+
+func latencyScore(b *backend.Backend) float64 {
+	lat, ok := b.Latency()
+	if !ok {
+		return 0
+	}
+	return lat + b.LatencyStdDev()
+}
