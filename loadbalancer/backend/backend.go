@@ -5,6 +5,7 @@ package backend
 
 import (
 	"io"
+	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -256,4 +257,18 @@ func (b *Backend) Snapshot() Snapshot {
 		s.LastReason = *r
 	}
 	return s
+}
+
+// Transition records a health state change and logs it once, at info, with
+// the reason. It reports whether the state changed.
+func (b *Backend) Transition(log *slog.Logger, up bool, reason string) bool {
+	if !b.SetUp(up, reason) {
+		return false
+	}
+	from, to := "up", "down"
+	if up {
+		from, to = to, from
+	}
+	log.Info("backend health changed", "backend", b.Name(), "id", b.ID, "address", b.Address, "from", from, "to", to, "reason", reason)
+	return true
 }

@@ -1,0 +1,367 @@
+// Package proxy is the balancer's hot path: accept a TCP connection, pick a
+// backend with the current strategy, dial it (trying another on failure) and
+// copy bytes both ways with splice(2) until both sides are done.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+)
+
+// Table is what a new connection is routed by: the backends and the strategy
+// prepared for them. It is immutable; a reload publishes a new one.
+type Table struct {
+	Backends []*backend.Backend
+	Strategy strategy.Strategy
+}
+
+// Settings are the per-connection knobs. The zero value means: no connection
+// limit, a 2s connect timeout, no retries, no idle timeout.
+type Settings struct {
+	// MaxConnections caps open client connections; at the cap the server
+	// stops accepting and clients wait in the kernel backlog. 0 = no cap.
+	MaxConnections int
+	// ConnectTimeout bounds each dial to a backend. 0 = 2s.
+	ConnectTimeout time.Duration
+	// Retries is how many more backends are tried after a failed dial.
+	Retries int
+	// IdleTimeout closes a connection with no bytes either way for this long.
+	// 0 = never. When set, bytes are copied in user space so activity can be
+	// seen; when 0, the kernel splices them.
+	IdleTimeout time.Duration
+}
+
+const defaultConnectTimeout = 2 * time.Second
+
+// Stats are the server's counters.
+type Stats struct {
+	Active    int64         `json:"active_connections"`
+	Accepted  uint64        `json:"accepted_connections"`
+	NoBackend uint64        `json:"rejected_no_backend"`
+	AtCap     time.Duration `json:"time_at_max_connections_ns"`
+}
+
+// Server proxies the connections of any number of listeners to the backends
+// of its current Table. Create it with New.
+type Server struct {
+	log      *slog.Logger
+	table    atomic.Pointer[Table]
+	settings atomic.Pointer[Settings]
+	gate     gate
+
+	accepted  atomic.Uint64
+	noBackend atomic.Uint64
+	closing   atomic.Bool
+	conns     sync.WaitGroup
+}
+
+// New returns a server routing by t with settings s; log receives health
+// transitions seen by failed dials (never per-connection lines).
+func New(log *slog.Logger, t *Table, s Settings) *Server {
+	srv := &Server{log: log, gate: gate{freed: make(chan struct{}, 1)}}
+	srv.SetTable(t)
+	srv.SetSettings(s)
+	return srv
+}
+
+// SetTable routes new connections by t; open connections are not touched.
+func (s *Server) SetTable(t *Table) { s.table.Store(t) }
+
+// Table returns the current routing table.
+func (s *Server) Table() *Table { return s.table.Load() }
+
+// SetSettings applies s to the next connection (and the connection cap at once).
+func (s *Server) SetSettings(set Settings) {
+	if set.ConnectTimeout <= 0 {
+		set.ConnectTimeout = defaultConnectTimeout
+	}
+	s.settings.Store(&set)
+	s.gate.setLimit(int64(set.MaxConnections))
+}
+
+// Stats reads the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Active:    s.gate.active.Load(),
+		Accepted:  s.accepted.Load(),
+		NoBackend: s.noBackend.Load(),
+		AtCap:     time.Duration(s.gate.atCap.Load()),
+	}
+}
+
+// Serve accepts connections on ln until ctx ends or ln is closed, then closes
+// ln and returns; connections already accepted go on (see Wait, CloseAll).
+func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	var backoff time.Duration
+	for {
+		if !s.gate.acquire(ctx) {
+			return nil
+		}
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			s.gate.release()
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: wait, do not spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "address", ln.Addr().String(), "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		s.accepted.Add(1)
+		s.conns.Add(1)
+		go s.handle(c)
+	}
+}
+
+// Wait blocks until every accepted connection has ended or ctx ends; it
+// reports whether all ended.
+func (s *Server) Wait(ctx context.Context) bool {
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// CloseAll refuses every connection not yet proxied and closes the open ones
+// of backends; used at the end of the shutdown drain.
+func (s *Server) CloseAll(backends []*backend.Backend) {
+	s.closing.Store(true)
+	for _, b := range backends {
+		b.CloseAll()
+	}
+}
+
+func (s *Server) handle(client *net.TCPConn) {
+	defer s.conns.Done()
+	defer s.gate.release()
+	set := s.settings.Load()
+	b, server := s.connect(s.table.Load(), set)
+	if server == nil {
+		s.noBackend.Add(1)
+		client.Close()
+		return
+	}
+	defer b.Release()
+	l := &link{client: client, server: server}
+	b.Attach(l)
+	defer b.Detach(l)
+	if s.closing.Load() { // shutdown's CloseAll ran between our dial and Attach
+		l.Close()
+		return
+	}
+	in, out := l.run(b, set.IdleTimeout)
+	b.AddBytes(in, out)
+}
+
+// connect picks and dials a backend, trying up to set.Retries others after a
+// failed dial. A failed dial marks the backend down at once (passive health);
+// the active checks bring it back.
+func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPConn) {
+	if t == nil {
+		return nil, nil
+	}
+	d := net.Dialer{Timeout: set.ConnectTimeout}
+	for range set.Retries + 1 {
+		b := t.Strategy.Pick(t.Backends)
+		if b == nil {
+			return nil, nil
+		}
+		b.Acquire()
+		start := time.Now()
+		c, err := d.Dial("tcp", b.Address)
+		if err != nil {
+			b.Release()
+			b.DialFailed()
+			b.Transition(s.log, false, "dial failed: "+err.Error())
+			continue
+		}
+		b.Connected(time.Since(start))
+		tc := c.(*net.TCPConn)
+		return b, tc
+	}
+	return nil, nil
+}
+
+// link is one proxied connection: the client side, the backend side, and the
+// time the client's first bytes arrived (for the response-time sample).
+type link struct {
+	client, server *net.TCPConn
+	firstIn        atomic.Int64 // unix ns
+	lastActive     atomic.Int64 // unix ns; only kept with an idle timeout
+}
+
+// Close aborts both sides; the copies then end with an error.
+func (l *link) Close() error {
+	l.client.Close()
+	l.server.Close()
+	return nil
+}
+
+// run copies both ways until both directions are done and returns the bytes
+// moved client→backend and backend→client.
+func (l *link) run(b *backend.Backend, idle time.Duration) (in, out int64) {
+	done := make(chan int64, 1)
+	go func() { done <- l.upstream(idle) }()
+	out = l.downstream(b, idle)
+	in = <-done
+	l.Close()
+	return in, out
+}
+
+// upstream copies client → backend. On the client's EOF it half-closes the
+// backend side and lets the other direction finish; on an error it aborts both.
+func (l *link) upstream(idle time.Duration) int64 {
+	if err := waitReadable(l.client); err != nil {
+		l.Close()
+		return 0
+	}
+	l.firstIn.Store(time.Now().UnixNano())
+	n, err := l.copy(l.server, l.client, idle)
+	if err != nil {
+		l.Close()
+	} else {
+		l.server.CloseWrite()
+	}
+	return n
+}
+
+// downstream copies backend → client, first taking the response-time sample:
+// from the client's first bytes to the backend's first bytes (TTFB).
+func (l *link) downstream(b *backend.Backend, idle time.Duration) int64 {
+	if err := waitReadable(l.server); err != nil {
+		l.Close()
+		return 0
+	}
+	if t0 := l.firstIn.Load(); t0 != 0 { // 0: the backend spoke first
+		b.ObserveLatency(time.Duration(time.Now().UnixNano() - t0))
+	}
+	n, err := l.copy(l.client, l.server, idle)
+	if err != nil {
+		l.Close()
+	} else {
+		l.client.CloseWrite()
+	}
+	return n
+}
+
+func (l *link) copy(dst, src *net.TCPConn, idle time.Duration) (int64, error) {
+	if idle <= 0 {
+		return io.Copy(dst, src) // both *net.TCPConn: splice(2) on Linux
+	}
+	return l.copyWatchingIdle(dst, src, idle)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyWatchingIdle copies in user space so that each read can refresh the
+// shared activity time; a read that times out ends the copy only if neither
+// direction moved a byte for idle.
+func (l *link) copyWatchingIdle(dst, src *net.TCPConn, idle time.Duration) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	l.lastActive.CompareAndSwap(0, time.Now().UnixNano())
+	for {
+		src.SetReadDeadline(time.Now().Add(idle))
+		n, err := src.Read(buf)
+		if n > 0 {
+			l.lastActive.Store(time.Now().UnixNano())
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return total, nil
+		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+			if time.Since(time.Unix(0, l.lastActive.Load())) < idle {
+				continue // the other direction was busy
+			}
+			return total, err
+		default:
+			return total, err
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// gate is the max_connections cap: the accept loops take a slot before
+// accepting, so at the cap clients wait in the kernel backlog rather than
+// being accepted and dropped.
+type gate struct {
+	active atomic.Int64
+	limit  atomic.Int64 // 0 = no cap
+	atCap  atomic.Int64 // ns spent waiting at the cap
+	freed  chan struct{}
+}
+
+func (g *gate) setLimit(n int64) {
+	g.limit.Store(n)
+	g.signal() // a raised cap frees waiters at once
+}
+
+func (g *gate) signal() {
+	select {
+	case g.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (g *gate) acquire(ctx context.Context) bool {
+	for {
+		n, lim := g.active.Load(), g.limit.Load()
+		if lim <= 0 || n < lim {
+			if g.active.CompareAndSwap(n, n+1) {
+				if lim > 0 && n+1 < lim {
+					g.signal() // room for another waiting accept loop too
+				}
+				return true
+			}
+			continue
+		}
+		start := time.Now()
+		select {
+		case <-g.freed:
+			g.atCap.Add(int64(time.Since(start)))
+		case <-ctx.Done():
+			g.atCap.Add(int64(time.Since(start)))
+			return false
+		}
+	}
+}
+
+func (g *gate) release() {
+	g.active.Add(-1)
+	g.signal()
+}

@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is a loopback TCP backend running handle per connection.
+func server(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// replyAfterEOF reads until the client half-closes, then answers: only a
+// proxy with a correct half-close passes it.
+func replyAfterEOF(c net.Conn) {
+	data, _ := io.ReadAll(c)
+	fmt.Fprintf(c, "got %d bytes: %s", len(data), strings.ToUpper(string(data)))
+}
+
+// deadAddress is a loopback port with nothing listening.
+func deadAddress(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+type harness struct {
+	srv  *Server
+	addr string
+	pool []*backend.Backend
+}
+
+func start(t *testing.T, set Settings, addrs ...string) *harness {
+	t.Helper()
+	pool := make([]*backend.Backend, len(addrs))
+	for i, a := range addrs {
+		pool[i] = backend.New(i, fmt.Sprint("b", i), a, 1)
+	}
+	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, set)
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.CloseAll(pool)
+		srv.Wait(context.Background())
+	})
+	return &harness{srv: srv, addr: ln.Addr().String(), pool: pool}
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+func TestHalfCloseReachesTheBackendAndTheReplyComesBack(t *testing.T) {
+	h := start(t, Settings{}, server(t, replyAfterEOF))
+	c := dial(t, h.addr)
+	io.WriteString(c, "hello, lemonade")
+	c.CloseWrite()
+	reply, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(reply), "got 15 bytes: HELLO, LEMONADE"; got != want {
+		t.Fatalf("reply %q, want %q", got, want)
+	}
+	waitFor(t, func() bool { return h.pool[0].Active() == 0 })
+	s := h.pool[0].Snapshot()
+	if s.BytesIn != 15 || s.BytesOut != uint64(len(reply)) || s.Total != 1 {
+		t.Fatalf("counters %+v", s)
+	}
+}
+
+func TestLargeTransferBothWays(t *testing.T) {
+	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	c := dial(t, h.addr)
+	const size = 8 << 20
+	go func() {
+		io.CopyN(c, strings.NewReader(strings.Repeat("x", size)), size)
+		c.CloseWrite()
+	}()
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != size {
+		t.Fatalf("echoed %d bytes, err %v; want %d", n, err, size)
+	}
+}
+
+func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
+	live := server(t, replyAfterEOF)
+	h := start(t, Settings{Retries: 1}, deadAddress(t), live)
+	for i := range 6 {
+		c := dial(t, h.addr)
+		io.WriteString(c, "x")
+		c.CloseWrite()
+		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+			t.Fatalf("connection %d: reply %q", i, reply)
+		}
+	}
+	s := h.pool[0].Snapshot()
+	if s.Up || s.ConnectFailures != 1 || s.LastReason == "" {
+		t.Fatalf("dead backend: %+v, want down after exactly one failed dial", s)
+	}
+	if st := h.srv.Stats(); st.NoBackend != 0 || st.Accepted != 6 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestNoEligibleBackendClosesTheClient(t *testing.T) {
+	h := start(t, Settings{}, deadAddress(t))
+	c := dial(t, h.addr)
+	if n, _ := io.Copy(io.Discard, c); n != 0 {
+		t.Fatalf("read %d bytes from a connection with no backend", n)
+	}
+	waitFor(t, func() bool { return h.srv.Stats().NoBackend == 1 })
+}
+
+func TestMaxConnectionsHoldsNewClientsInTheBacklog(t *testing.T) {
+	h := start(t, Settings{MaxConnections: 2}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	first, second := dial(t, h.addr), dial(t, h.addr)
+	for _, c := range []*net.TCPConn{first, second} {
+		echo(t, c, "ping")
+	}
+	third := dial(t, h.addr) // completes in the kernel backlog
+	io.WriteString(third, "wait")
+	third.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := third.Read(make([]byte, 4)); err == nil {
+		t.Fatalf("third connection answered (%d bytes) while at the cap", n)
+	}
+	first.Close()
+	third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(third, buf); err != nil || string(buf) != "wait" {
+		t.Fatalf("third connection after a slot freed: %q, %v", buf, err)
+	}
+	if st := h.srv.Stats(); st.AtCap < 100*time.Millisecond {
+		t.Fatalf("time at cap %v, want at least the 200ms the third client waited", st.AtCap)
+	}
+}
+
+func echo(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	io.WriteString(c, msg)
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, buf, err)
+	}
+}
+
+func TestResponseTimeIsMeasuredFromFirstBytes(t *testing.T) {
+	h := start(t, Settings{}, server(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		r.ReadString('\n')
+		time.Sleep(40 * time.Millisecond)
+		io.WriteString(c, "late\n")
+	}))
+	c := dial(t, h.addr)
+	time.Sleep(50 * time.Millisecond) // client think time must not count
+	io.WriteString(c, "req\n")
+	io.ReadAll(c)
+	c.Close()
+	waitFor(t, func() bool { return h.pool[0].Active() == 0 })
+	lat, _ := h.pool[0].Latency()
+	// Seeded by the (sub-ms) connect time, then one 40ms sample at alpha 0.2.
+	if got := time.Duration(lat); got < 7*time.Millisecond || got > 40*time.Millisecond {
+		t.Fatalf("latency average %v: want about 8ms (0.2 × 40ms), without the 50ms think time", got)
+	}
+}
+
+func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
+	h := start(t, Settings{IdleTimeout: 150 * time.Millisecond}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	busy, quiet := dial(t, h.addr), dial(t, h.addr)
+	echo(t, quiet, "q")
+	for range 6 { // 360ms of traffic, longer than the idle timeout
+		echo(t, busy, "b")
+		time.Sleep(60 * time.Millisecond)
+	}
+	quiet.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := quiet.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("quiet connection still open: %d, %v", n, err)
+	}
+	echo(t, busy, "still here")
+}
+
+func TestCloseAllEndsOpenConnections(t *testing.T) {
+	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	c := dial(t, h.addr)
+	echo(t, c, "x")
+	if n := h.pool[0].CloseAll(); n != 1 {
+		t.Fatalf("closed %d connections, want 1", n)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after CloseAll")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
