@@ -2,9 +2,15 @@
 // seed's load-balancer.yaml loads unchanged), environment overrides, defaults
 // and validation. A Config that Load returns is whole and valid; nothing else
 // in the balancer re-checks it.
+//
+// Precedence is environment > file > defaults. Every key, default and
+// environment variable is listed in docs/configuration.md.
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Strategy names, as in the seed README.
 const (
@@ -24,41 +30,74 @@ const (
 	HealthHTTP = "http"
 )
 
-// Config is the whole load balancer configuration.
+// HealthKinds lists every valid health check kind.
+var HealthKinds = []string{HealthTCP, HealthHTTP}
+
+// OTLP export protocols, named as in OTEL_EXPORTER_OTLP_PROTOCOL.
+const (
+	OTLPGRPC         = "grpc"
+	OTLPHTTPProtobuf = "http/protobuf"
+)
+
+// OTLPProtocols lists every valid otlp_protocol value.
+var OTLPProtocols = []string{OTLPGRPC, OTLPHTTPProtobuf}
+
+// Backend weight bounds.
+const (
+	MinWeight = 1
+	MaxWeight = 255
+)
+
+// Config is the whole load balancer configuration. Default returns the
+// defaults; Load and Parse return a resolved, validated Config.
 type Config struct {
 	Runtime  Runtime   `mapstructure:"runtime"`
 	Proxy    Proxy     `mapstructure:"proxy"`
-	Strategy string    `mapstructure:"strategy"`
-	Backends []Backend `mapstructure:"backends"`
+	Strategy string    `mapstructure:"strategy"` // one of Strategies; default round_robin
+	Backends []Backend `mapstructure:"backends"` // at least one
 	Health   Health    `mapstructure:"health"`
 	Metrics  Metrics   `mapstructure:"metrics"`
 	Adaptive Weights   `mapstructure:"adaptive"`
 	Admin    Admin     `mapstructure:"admin"`
 
-	// OTLPEndpoint and OTLPProtocol configure OpenTelemetry export; empty disables it.
+	// OTLPEndpoint and OTLPProtocol configure OpenTelemetry export; an empty
+	// endpoint disables it. OTLPProtocol is one of OTLPProtocols (default grpc).
 	OTLPEndpoint string `mapstructure:"otlp_endpoint"`
 	OTLPProtocol string `mapstructure:"otlp_protocol"`
 }
 
 // Runtime holds process-wide timings. MetricsCap, HealthCap and
-// BackgroundTimeout sized channels in the Rust original; they are accepted and
-// ignored in Go (documented in docs/configuration.md).
+// BackgroundTimeout sized channels and bounded background tasks in the Rust
+// original; they are accepted and ignored in Go (documented in
+// docs/configuration.md).
 type Runtime struct {
-	MetricsCap          int           `mapstructure:"metrics_cap"`
-	HealthCap           int           `mapstructure:"health_cap"`
-	DrainTimeout        time.Duration `mapstructure:"drain_timeout_millis"`
-	BackgroundTimeout   time.Duration `mapstructure:"background_timeout_millis"`
-	AcceptTimeout       time.Duration `mapstructure:"accept_timeout_millis"`
+	MetricsCap int `mapstructure:"metrics_cap"` // unused; default 1000
+	HealthCap  int `mapstructure:"health_cap"`  // unused; default 100
+	// DrainTimeout is how long shutdown, and a reload that removes a backend,
+	// wait for open connections to finish before closing them. Default 5s.
+	DrainTimeout      time.Duration `mapstructure:"drain_timeout_millis"`
+	BackgroundTimeout time.Duration `mapstructure:"background_timeout_millis"` // unused; default 30s
+	// AcceptTimeout is how long an accepted connection waits for a free slot
+	// while Proxy.MaxConnections connections are open; when it expires the
+	// connection is closed unproxied. Unused when MaxConnections is 0.
+	// Default 60s.
+	AcceptTimeout time.Duration `mapstructure:"accept_timeout_millis"`
+	// ConfigWatchInterval is how often the config file is checked for changes
+	// (hot reload). Default 1s.
 	ConfigWatchInterval time.Duration `mapstructure:"config_watch_interval_millis"`
 }
 
 // Proxy configures the listener and the per-connection behaviour.
 type Proxy struct {
-	ListenAddress  string        `mapstructure:"listen_address"`
-	MaxConnections int           `mapstructure:"max_connections"`
+	ListenAddress string `mapstructure:"listen_address"` // host:port; default 127.0.0.1:50501
+	// MaxConnections caps concurrent client connections; 0 means unlimited.
+	// Default 10000.
+	MaxConnections int `mapstructure:"max_connections"`
+	// ConnectTimeout bounds one dial to a backend. Default 2s.
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
-	// Retries is how many other backends are tried after a failed dial.
-	// Load resolves an absent value to min(3, len(Backends)-1).
+	// Retries is how many other backends are tried after a failed dial,
+	// between 0 and len(Backends)-1. Load resolves an absent value to
+	// min(3, len(Backends)-1).
 	Retries *int `mapstructure:"retries"`
 	// IdleTimeout closes a connection with no bytes in either direction for
 	// this long; 0 disables it.
@@ -67,36 +106,91 @@ type Proxy struct {
 
 // Backend is one upstream server. ID is the identity across reloads.
 type Backend struct {
-	ID      int    `mapstructure:"id"`
-	Name    string `mapstructure:"name"`
-	Address string `mapstructure:"address"`
-	Weight  int    `mapstructure:"weight"`
+	ID      int    `mapstructure:"id"`      // unique; default its position in the list
+	Name    string `mapstructure:"name"`    // unique; default "backend-<ID>"
+	Address string `mapstructure:"address"` // host:port, unique
+	Weight  int    `mapstructure:"weight"`  // MinWeight..MaxWeight; default 1
 }
 
 // Health configures the active checks.
 type Health struct {
-	Kind     string        `mapstructure:"kind"`
-	Path     string        `mapstructure:"path"`
-	Interval time.Duration `mapstructure:"interval"`
-	Timeout  time.Duration `mapstructure:"timeout"`
-	Rise     int           `mapstructure:"rise"`
-	Fall     int           `mapstructure:"fall"`
+	Kind     string        `mapstructure:"kind"`     // one of HealthKinds; default tcp
+	Path     string        `mapstructure:"path"`     // GET path for http checks; default /health
+	Interval time.Duration `mapstructure:"interval"` // between checks of one backend; default 5s
+	Timeout  time.Duration `mapstructure:"timeout"`  // for one check; default 2s
+	Rise     int           `mapstructure:"rise"`     // consecutive successes to mark a backend up; default 2
+	Fall     int           `mapstructure:"fall"`     // consecutive failures to mark a backend down; default 3
 }
 
-// Metrics is the seed's metrics section (collection interval and timeout).
+// Metrics is the seed's metrics section: how often the per-backend metrics
+// are collected into the snapshot the admin listener serves, and the bound on
+// one collection round.
 type Metrics struct {
-	Interval time.Duration `mapstructure:"interval"`
-	Timeout  time.Duration `mapstructure:"timeout"`
+	Interval time.Duration `mapstructure:"interval"` // default 10s
+	Timeout  time.Duration `mapstructure:"timeout"`  // default 2s
 }
 
-// Weights are the adaptive strategy's factor weights.
+// Weights are the adaptive strategy's factor weights. They are relative (they
+// need not sum to 1), non-negative, and not all zero.
 type Weights struct {
-	ConnectionWeight float64 `mapstructure:"connection_weight"`
-	LatencyWeight    float64 `mapstructure:"latency_weight"`
-	ErrorWeight      float64 `mapstructure:"error_weight"`
+	ConnectionWeight float64 `mapstructure:"connection_weight"` // default 0.4
+	LatencyWeight    float64 `mapstructure:"latency_weight"`    // default 0.4
+	ErrorWeight      float64 `mapstructure:"error_weight"`      // default 0.2
 }
 
 // Admin configures the admin/metrics HTTP listener; empty address disables it.
 type Admin struct {
-	ListenAddress string `mapstructure:"listen_address"`
+	ListenAddress string `mapstructure:"listen_address"` // host:port; default "" (off)
+}
+
+// Default returns the defaults: every key set except Backends (there is no
+// default backend) and Proxy.Retries (resolved from the number of backends).
+func Default() *Config {
+	return &Config{
+		Runtime: Runtime{
+			MetricsCap:          1000,
+			HealthCap:           100,
+			DrainTimeout:        5 * time.Second,
+			BackgroundTimeout:   30 * time.Second,
+			AcceptTimeout:       60 * time.Second,
+			ConfigWatchInterval: time.Second,
+		},
+		Proxy: Proxy{
+			ListenAddress:  "127.0.0.1:50501",
+			MaxConnections: 10000,
+			ConnectTimeout: 2 * time.Second,
+		},
+		Strategy: RoundRobin,
+		Health: Health{
+			Kind:     HealthTCP,
+			Path:     "/health",
+			Interval: 5 * time.Second,
+			Timeout:  2 * time.Second,
+			Rise:     2,
+			Fall:     3,
+		},
+		Metrics:      Metrics{Interval: 10 * time.Second, Timeout: 2 * time.Second},
+		Adaptive:     Weights{ConnectionWeight: 0.4, LatencyWeight: 0.4, ErrorWeight: 0.2},
+		OTLPProtocol: OTLPGRPC,
+	}
+}
+
+// defaultBackend is a backend at position i before the file or environment
+// fills it in.
+func defaultBackend(i int) Backend {
+	return Backend{ID: i, Weight: 1}
+}
+
+// resolve fills the defaults that depend on other values: backend names and
+// the retry count.
+func (c *Config) resolve() {
+	for i := range c.Backends {
+		if c.Backends[i].Name == "" {
+			c.Backends[i].Name = fmt.Sprintf("backend-%d", c.Backends[i].ID)
+		}
+	}
+	if c.Proxy.Retries == nil {
+		r := max(0, min(3, len(c.Backends)-1))
+		c.Proxy.Retries = &r
+	}
 }

@@ -1,0 +1,155 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"reflect"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/spf13/viper"
+)
+
+// Load reads the file at path (YAML, JSON or TOML, chosen by extension),
+// applies the LEMONADE_LB_* environment variables over it, fills in the
+// defaults and validates the result. With path "" the environment and the
+// defaults alone make the config.
+//
+// Every problem is reported at once, each naming the file and key or the
+// environment variable it came from; errors.Is(err, ErrInvalid) holds for
+// any error Load returns.
+func Load(path string) (*Config, error) {
+	return load(path, os.LookupEnv)
+}
+
+// Parse is Load for a file already in memory, without the environment: data
+// is in format ("yaml", "json" or "toml") and name stands for the file in
+// error messages.
+func Parse(data []byte, format, name string) (*Config, error) {
+	v := viper.New()
+	if err := configfile.ReadBytes(v, name, format, data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return build(v, name, noEnv)
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+// load is Load with the environment lookup passed in, for tests.
+func load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if path == "" {
+		return build(nil, "", lookupEnv)
+	}
+	v := viper.New()
+	if err := configfile.Read(v, path); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return build(v, path, lookupEnv)
+}
+
+// build layers defaults, then the file in v (nil for none), then the
+// environment, resolves what depends on other values, and validates.
+func build(v *viper.Viper, file string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	c := Default()
+	var bad []string
+	if v != nil {
+		for _, msg := range decode(v, c) {
+			bad = append(bad, file+": "+msg)
+		}
+	}
+	fromEnv, envBad := applyEnv(c, lookupEnv)
+	bad = append(bad, envBad...)
+	c.resolve()
+
+	for _, p := range c.problems() {
+		src := file
+		for key, env := range fromEnv {
+			if p.key == key || strings.HasPrefix(p.key, key+".") || strings.HasPrefix(p.key, key+"[") {
+				src = env
+			}
+		}
+		if src == envFailed {
+			continue // already reported as an unparsable environment variable
+		}
+		bad = append(bad, p.describe(src))
+	}
+	if len(bad) > 0 {
+		return nil, &ValidationError{Problems: bad}
+	}
+	return c, nil
+}
+
+// decode overlays v's settings on c and returns every problem: unknown keys
+// first, then values of the wrong type. It is configfile.Decode, except that
+// it carries on past unknown keys so one run reports everything, and it is
+// strict about types: no "true" for a number, no 1.5 for an integer.
+func decode(v *viper.Viper, c *Config) []string {
+	var bad []string
+	for _, key := range configfile.UnknownKeys(v.AllSettings(), reflect.TypeFor[Config](), "") {
+		bad = append(bad, "unknown key "+key)
+	}
+	// Decoding into an existing slice keeps its elements, so the per-backend
+	// defaults are laid down first.
+	if list, ok := v.Get("backends").([]any); ok {
+		c.Backends = make([]Backend, len(list))
+		for i := range c.Backends {
+			c.Backends[i] = defaultBackend(i)
+		}
+	}
+	err := v.Unmarshal(c,
+		viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(configfile.DurationHook(), wholeNumberHook)),
+		func(dc *mapstructure.DecoderConfig) { dc.WeaklyTypedInput = false },
+	)
+	return append(bad, flatten(err)...)
+}
+
+// wholeNumberHook rejects numbers an int field cannot hold exactly, which
+// mapstructure would otherwise truncate (JSON numbers arrive as float64).
+func wholeNumberHook(_, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.Int {
+		return data, nil
+	}
+	switch n := data.(type) {
+	case float64:
+		if n != math.Trunc(n) || n < math.MinInt64 || n >= math.MaxInt64 {
+			return nil, fmt.Errorf("want a whole number, got %v", n)
+		}
+	case uint64:
+		if n > math.MaxInt64 {
+			return nil, fmt.Errorf("%v is too large", n)
+		}
+	}
+	return data, nil
+}
+
+// flatten lists one "key: problem" message per field in a mapstructure error.
+func flatten(err error) []string {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case interface{ Unwrap() []error }:
+		var msgs []string
+		for _, inner := range e.Unwrap() {
+			msgs = append(msgs, flatten(inner)...)
+		}
+		return msgs
+	case *mapstructure.DecodeError:
+		if _, joined := e.Unwrap().(interface{ Unwrap() []error }); joined {
+			return flatten(e.Unwrap())
+		}
+		msg := e.Name() + ": " + e.Unwrap().Error()
+		var wrongType *mapstructure.UnconvertibleTypeError
+		if errors.As(e, &wrongType) {
+			msg += fmt.Sprintf(" (%v)", wrongType.Value)
+		}
+		return []string{msg}
+	}
+	// mapstructure wraps its list of errors in one "decoding failed" error.
+	if inner := errors.Unwrap(err); inner != nil {
+		return flatten(inner)
+	}
+	return []string{err.Error()}
+}

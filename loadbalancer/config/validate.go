@@ -1,0 +1,219 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is wrapped by every error Load, Parse and Validate return, so
+// the CLI can tell a bad configuration (exit code 2) from other failures
+// with errors.Is.
+var ErrInvalid = errors.New("invalid load balancer configuration")
+
+// ValidationError lists every problem found in one configuration. Each
+// problem reads "SOURCE: KEY: what is wrong", where SOURCE is the file or
+// the environment variable (NAME="value") the key came from; Validate, which
+// does not know sources, leaves it out.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		return ErrInvalid.Error() + ": " + e.Problems[0]
+	}
+	return fmt.Sprintf("%v: %d problems:\n\t%s", ErrInvalid, len(e.Problems), strings.Join(e.Problems, "\n\t"))
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// Validate checks every rule and reports every broken one, in a
+// *ValidationError. It does not fill in defaults: Proxy.Retries may be nil
+// (not checked), every other field must hold a valid value.
+func (c *Config) Validate() error {
+	var bad []string
+	for _, p := range c.problems() {
+		bad = append(bad, p.describe(""))
+	}
+	if len(bad) > 0 {
+		return &ValidationError{Problems: bad}
+	}
+	return nil
+}
+
+// problem is one rule broken at key.
+type problem struct{ key, msg string }
+
+func (p problem) describe(source string) string {
+	if source == "" {
+		return p.key + ": " + p.msg
+	}
+	return source + ": " + p.key + ": " + p.msg
+}
+
+// problems checks every rule; this is the one place each rule lives.
+func (c *Config) problems() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, problem{key, fmt.Sprintf(format, args...)})
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			add(key, "must be positive, got %v", d)
+		}
+	}
+	address := func(key, addr string, needHost bool) {
+		if msg := checkAddress(addr, needHost); msg != "" {
+			add(key, "%s", msg)
+		}
+	}
+	oneOf := func(key, value string, valid []string) {
+		if !slices.Contains(valid, value) {
+			add(key, "unknown value %q (want one of %s)", value, strings.Join(valid, ", "))
+		}
+	}
+
+	positive("runtime.drain_timeout_millis", c.Runtime.DrainTimeout)
+	positive("runtime.accept_timeout_millis", c.Runtime.AcceptTimeout)
+	positive("runtime.config_watch_interval_millis", c.Runtime.ConfigWatchInterval)
+
+	address("proxy.listen_address", c.Proxy.ListenAddress, false)
+	if c.Proxy.MaxConnections < 0 {
+		add("proxy.max_connections", "must not be negative (0 means unlimited), got %d", c.Proxy.MaxConnections)
+	}
+	positive("proxy.connect_timeout", c.Proxy.ConnectTimeout)
+	if r := c.Proxy.Retries; r != nil && len(c.Backends) > 0 && (*r < 0 || *r > len(c.Backends)-1) {
+		add("proxy.retries", "must be 0..%d (one less than the number of backends), got %d", len(c.Backends)-1, *r)
+	}
+	if c.Proxy.IdleTimeout < 0 {
+		add("proxy.idle_timeout", "must not be negative (0 disables it), got %v", c.Proxy.IdleTimeout)
+	}
+
+	oneOf("strategy", c.Strategy, Strategies)
+
+	if len(c.Backends) == 0 {
+		add("backends", "at least one backend is required (the file's backends list or LEMONADE_LB_BACKEND_ADDRESSES)")
+	}
+	ids, names, addrs := map[int]int{}, map[string]int{}, map[string]int{}
+	for i, b := range c.Backends {
+		key := fmt.Sprintf("backends[%d]", i)
+		if b.ID < 0 {
+			add(key+".id", "must not be negative, got %d", b.ID)
+		}
+		if j, dup := ids[b.ID]; dup {
+			add(key+".id", "%d is also the id of backends[%d]", b.ID, j)
+		}
+		ids[b.ID] = i
+		if j, dup := names[b.Name]; dup {
+			add(key+".name", "%q is also the name of backends[%d]", b.Name, j)
+		}
+		names[b.Name] = i
+		address(key+".address", b.Address, true)
+		if j, dup := addrs[strings.ToLower(b.Address)]; dup {
+			add(key+".address", "%q is also the address of backends[%d]", b.Address, j)
+		}
+		addrs[strings.ToLower(b.Address)] = i
+		if b.Weight < MinWeight || b.Weight > MaxWeight {
+			add(key+".weight", "must be %d..%d, got %d", MinWeight, MaxWeight, b.Weight)
+		}
+	}
+
+	oneOf("health.kind", c.Health.Kind, HealthKinds)
+	if !strings.HasPrefix(c.Health.Path, "/") {
+		add("health.path", "must start with \"/\", got %q", c.Health.Path)
+	}
+	positive("health.interval", c.Health.Interval)
+	positive("health.timeout", c.Health.Timeout)
+	if c.Health.Rise < 1 {
+		add("health.rise", "must be at least 1, got %d", c.Health.Rise)
+	}
+	if c.Health.Fall < 1 {
+		add("health.fall", "must be at least 1, got %d", c.Health.Fall)
+	}
+
+	positive("metrics.interval", c.Metrics.Interval)
+	positive("metrics.timeout", c.Metrics.Timeout)
+
+	w := c.Adaptive
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{
+		{"adaptive.connection_weight", w.ConnectionWeight},
+		{"adaptive.latency_weight", w.LatencyWeight},
+		{"adaptive.error_weight", w.ErrorWeight},
+	} {
+		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			add(f.key, "must be a non-negative number, got %v", f.v)
+		}
+	}
+	if w.ConnectionWeight == 0 && w.LatencyWeight == 0 && w.ErrorWeight == 0 {
+		add("adaptive", "connection_weight, latency_weight and error_weight must not all be 0")
+	}
+
+	if c.Admin.ListenAddress != "" {
+		address("admin.listen_address", c.Admin.ListenAddress, false)
+		if c.Admin.ListenAddress == c.Proxy.ListenAddress {
+			add("admin.listen_address", "%q is also proxy.listen_address", c.Admin.ListenAddress)
+		}
+	}
+
+	oneOf("otlp_protocol", c.OTLPProtocol, OTLPProtocols)
+	return ps
+}
+
+// checkAddress says what is wrong with a host:port address, or returns "".
+// The port must be a number 1..65535; the host an IP address or a hostname,
+// and may be empty (all interfaces) only when needHost is false.
+func checkAddress(addr string, needHost bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("%q is not HOST:PORT", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Sprintf("%q: port must be a number 1..65535", addr)
+	}
+	switch {
+	case host == "" && needHost:
+		return fmt.Sprintf("%q: host is empty", addr)
+	case host == "":
+		return ""
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	if !isHostname(host) {
+		return fmt.Sprintf("%q: %q is neither an IP address nor a hostname", addr, host)
+	}
+	return ""
+}
+
+// isHostname reports whether s is a plausible DNS name: dot-separated labels
+// of letters, digits, '-' and '_', the last one not all digits (that would be
+// a mistyped IPv4 address).
+func isHostname(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, label := range labels {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}
