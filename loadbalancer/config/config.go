@@ -66,10 +66,10 @@ type Config struct {
 	OTLPProtocol string `mapstructure:"otlp_protocol"`
 }
 
-// Runtime holds process-wide timings. MetricsCap, HealthCap and
-// BackgroundTimeout sized channels and bounded background tasks in the Rust
-// original; they are accepted and ignored in Go (documented in
-// docs/configuration.md).
+// Runtime holds process-wide timings. MetricsCap, HealthCap,
+// BackgroundTimeout and AcceptTimeout tuned channels and tasks of the Rust
+// original; they are accepted and ignored in Go (docs/configuration.md says
+// why).
 type Runtime struct {
 	MetricsCap int `mapstructure:"metrics_cap"` // unused; default 1000
 	HealthCap  int `mapstructure:"health_cap"`  // unused; default 100
@@ -77,10 +77,9 @@ type Runtime struct {
 	// wait for open connections to finish before closing them. Default 5s.
 	DrainTimeout      time.Duration `mapstructure:"drain_timeout_millis"`
 	BackgroundTimeout time.Duration `mapstructure:"background_timeout_millis"` // unused; default 30s
-	// AcceptTimeout is how long an accepted connection waits for a free slot
-	// while Proxy.MaxConnections connections are open; when it expires the
-	// connection is closed unproxied. Unused when MaxConnections is 0.
-	// Default 60s.
+	// AcceptTimeout is accepted and ignored: at Proxy.MaxConnections the
+	// balancer stops accepting and new clients wait in the kernel's listen
+	// backlog, so there is no accept wait to bound. Default 60s.
 	AcceptTimeout time.Duration `mapstructure:"accept_timeout_millis"`
 	// ConfigWatchInterval is how often the config file is checked for changes
 	// (hot reload). Default 1s.

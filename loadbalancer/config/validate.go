@@ -82,7 +82,6 @@ func (c *Config) problems() []problem {
 	}
 
 	positive("runtime.drain_timeout_millis", c.Runtime.DrainTimeout)
-	positive("runtime.accept_timeout_millis", c.Runtime.AcceptTimeout)
 	positive("runtime.config_watch_interval_millis", c.Runtime.ConfigWatchInterval)
 
 	address("proxy.listen_address", c.Proxy.ListenAddress, false)
@@ -108,11 +107,13 @@ func (c *Config) problems() []problem {
 		if b.ID < 0 {
 			add(key+".id", "must not be negative, got %d", b.ID)
 		}
-		if j, dup := ids[b.ID]; dup {
+		j, dupID := ids[b.ID]
+		if dupID {
 			add(key+".id", "%d is also the id of backends[%d]", b.ID, j)
 		}
 		ids[b.ID] = i
-		if j, dup := names[b.Name]; dup {
+		// A duplicate id also duplicates a name derived from it: report it once.
+		if j, dup := names[b.Name]; dup && !dupID {
 			add(key+".name", "%q is also the name of backends[%d]", b.Name, j)
 		}
 		names[b.Name] = i
