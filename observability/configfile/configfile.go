@@ -7,6 +7,7 @@ package configfile
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -135,13 +136,25 @@ func UnknownKeys(settings map[string]any, t reflect.Type, prefix string) []strin
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.Duration(ms) * time.Millisecond, nil
+		return millis(ms)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		return 0, fmt.Errorf("invalid duration %q: want integer milliseconds or a duration like \"250ms\" or \"5s\"", s)
 	}
 	return d, nil
+}
+
+// maxMillis is the most milliseconds a time.Duration holds (about 292 years).
+const maxMillis = math.MaxInt64 / int64(time.Millisecond)
+
+// millis converts milliseconds to a Duration, refusing values that would
+// overflow instead of silently wrapping around.
+func millis(ms int64) (time.Duration, error) {
+	if ms > maxMillis || ms < -maxMillis {
+		return 0, fmt.Errorf("invalid duration %d: more milliseconds than a duration holds (at most %d)", ms, maxMillis)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // DurationHook decodes time.Duration fields from integer milliseconds or duration strings.
@@ -154,16 +167,19 @@ func DurationHook() mapstructure.DecodeHookFunc {
 		case string:
 			return ParseDuration(v)
 		case int:
-			return time.Duration(v) * time.Millisecond, nil
+			return millis(int64(v))
 		case int64:
-			return time.Duration(v) * time.Millisecond, nil
+			return millis(v)
 		case uint64:
-			return time.Duration(v) * time.Millisecond, nil
-		case float64:
-			if v != float64(int64(v)) {
-				return nil, fmt.Errorf("invalid duration %v: milliseconds must be a whole number", v)
+			if v > math.MaxInt64 {
+				return millis(math.MaxInt64)
 			}
-			return time.Duration(v) * time.Millisecond, nil
+			return millis(int64(v))
+		case float64:
+			if v != math.Trunc(v) || math.Abs(v) > float64(maxMillis) {
+				return nil, fmt.Errorf("invalid duration %v: milliseconds must be a whole number up to %d", v, maxMillis)
+			}
+			return millis(int64(v))
 		case time.Duration:
 			return v, nil
 		}

@@ -123,3 +123,29 @@ func FuzzParseDuration(f *testing.F) {
 		_, _ = ParseDuration(s)
 	})
 }
+
+// Milliseconds beyond what a time.Duration holds are errors, not a silent
+// wrap-around to some other (often negative) duration.
+func TestDurationOverflowIsAnError(t *testing.T) {
+	if _, err := ParseDuration("9223372036855"); err == nil {
+		t.Error("ParseDuration: want an error for 9223372036855 ms")
+	}
+	if d, err := ParseDuration("9223372036854"); err != nil || d <= 0 {
+		t.Errorf("ParseDuration(9223372036854) = %v, %v; want the largest whole-millisecond duration", d, err)
+	}
+	for name, body := range map[string]string{
+		"x.yaml": "delay: 9223372036855\n",
+		"x.json": `{"delay": 1e300}`,
+		"x.toml": "delay = -9223372036855\n",
+	} {
+		v := viper.New()
+		format, _ := Format(name)
+		if err := ReadBytes(v, name, format, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		var s sample
+		if err := Decode(v, &s); err == nil || !strings.Contains(err.Error(), "delay") {
+			t.Errorf("%s: got %v (delay %v), want an error naming delay", name, err, s.Delay)
+		}
+	}
+}
