@@ -151,8 +151,8 @@ func TestRules(t *testing.T) {
 		{"bad duration", "health:\n  interval: soon\n" + twoBackends, []string{"health.interval:", `"soon"`}},
 
 		{"listen not host:port", "proxy:\n  listen_address: localhost\n" + twoBackends, []string{"lb.yaml: proxy.listen_address:", `"localhost"`}},
-		{"port too big", "proxy:\n  listen_address: 127.0.0.1:70000\n" + twoBackends, []string{"proxy.listen_address:", "70000", "1..65535"}},
-		{"port zero", "proxy:\n  listen_address: 127.0.0.1:0\n" + twoBackends, []string{"proxy.listen_address:", "127.0.0.1:0"}},
+		{"port too big", "proxy:\n  listen_address: 127.0.0.1:70000\n" + twoBackends, []string{"proxy.listen_address:", "70000", "..65535"}},
+		{"backend port zero", "backends:\n  - address: 127.0.0.1:0\n", []string{"backends[0].address:", "127.0.0.1:0"}},
 		{"port by name", "proxy:\n  listen_address: 127.0.0.1:http\n" + twoBackends, []string{"proxy.listen_address:", "127.0.0.1:http"}},
 		{"port with sign", "proxy:\n  listen_address: 127.0.0.1:+80\n" + twoBackends, []string{"proxy.listen_address:", "+80"}},
 		{"backend needs host", "backends:\n  - address: :50510\n", []string{"backends[0].address:", "host is empty"}},
@@ -478,5 +478,15 @@ func TestDocsNameEveryKeyAndVariable(t *testing.T) {
 		if !strings.Contains(doc, "`"+key+"`") {
 			t.Errorf("docs/configuration.md does not mention `%s`", key)
 		}
+	}
+
+	// The example in the load balancer section must load.
+	_, section, _ := strings.Cut(doc, "## Load balancer")
+	_, example, _ := strings.Cut(section, "### Example")
+	_, example, _ = strings.Cut(example, "```yaml\n")
+	example, _, _ = strings.Cut(example, "```")
+	c, err := Parse([]byte(example), "yaml", "docs example")
+	if err != nil || c.Strategy != WeightedRoundRobin || c.Admin.ListenAddress == "" {
+		t.Errorf("docs example: %+v, %v", c, err)
 	}
 }

@@ -172,15 +172,20 @@ func (c *Config) problems() []problem {
 }
 
 // checkAddress says what is wrong with a host:port address, or returns "".
-// The port must be a number 1..65535; the host an IP address or a hostname,
-// and may be empty (all interfaces) only when needHost is false.
+// The port must be a number 1..65535; the host an IP address or a hostname.
+// A listen address (needHost false) may have an empty host (all interfaces)
+// and port 0 (any free port, as tests and scripts use).
 func checkAddress(addr string, needHost bool) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Sprintf("%q is not HOST:PORT", addr)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
-		return fmt.Sprintf("%q: port must be a number 1..65535", addr)
+	minPort := 1
+	if !needHost {
+		minPort = 0
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < minPort || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Sprintf("%q: port must be a number %d..65535", addr, minPort)
 	}
 	switch {
 	case host == "" && needHost:

@@ -239,7 +239,7 @@ func (f *FastestResponseTime) Pick(pool []*backend.Backend) *backend.Backend {
 //
 //	score = ConnectionWeight·load/maxLoad + LatencyWeight·lat/maxLat + ErrorWeight·errorRate
 //
-// where load is active connections per unit of weight, lat is the response
+// where load is (active connections + 1) per unit of weight, lat is the response
 // time average plus one standard deviation (an unsteady backend scores worse
 // than a steady one with the same mean), and errorRate is the moving average
 // of failed dials (0..1). Unmeasured backends count as zero latency so they get
@@ -294,7 +294,10 @@ func (a *Adaptive) Pick(pool []*backend.Backend) *backend.Backend {
 	return best
 }
 
-func load(b *backend.Backend) float64 { return float64(b.Active()) / float64(b.Weight()) }
+// load is the backend's connections per unit of weight once this pick lands
+// on it: counting the new connection keeps one lingering connection from
+// looking like an infinitely worse load than none.
+func load(b *backend.Backend) float64 { return float64(b.Active()+1) / float64(b.Weight()) }
 
 func latencyScore(b *backend.Backend) float64 {
 	lat, ok := b.Latency()

@@ -117,8 +117,8 @@ func TestAdaptiveWeighsLoadLatencyAndErrors(t *testing.T) {
 	if b := a.Pick(p); b != p[1] {
 		t.Fatalf("picked %s, want the fast b", b.Name())
 	}
-	for range 10 {
-		p[1].Acquire() // b is fast but now far busier
+	for range 30 {
+		p[1].Acquire() // b is 20× faster but now 31× busier
 	}
 	if b := a.Pick(p); b != p[0] {
 		t.Fatalf("picked %s, want a once b is loaded", b.Name())

@@ -1,0 +1,342 @@
+package loadbalancer
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// backendServer is an HTTP backend answering its name after its delay.
+type backendServer struct {
+	name  string
+	addr  string
+	delay atomic.Int64 // ns
+	hits  atomic.Int64
+}
+
+func newBackend(t *testing.T, name string) *backendServer { return newSlowBackend(t, name, 0) }
+
+func newSlowBackend(t *testing.T, name string, delay time.Duration) *backendServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := &backendServer{name: name, addr: ln.Addr().String()}
+	bs.delay.Store(int64(delay))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bs.hits.Add(1)
+		time.Sleep(time.Duration(bs.delay.Load()))
+		io.WriteString(w, name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return bs
+}
+
+func testConfig(t *testing.T, strategy string, backends ...*backendServer) *config.Config {
+	t.Helper()
+	c := config.Default()
+	c.Proxy.ListenAddress = "127.0.0.1:0"
+	c.Strategy = strategy
+	c.Runtime.DrainTimeout = 2 * time.Second
+	c.Health.Interval = 50 * time.Millisecond
+	c.Health.Timeout = time.Second
+	for i, b := range backends {
+		c.Backends = append(c.Backends, config.Backend{ID: i, Name: b.name, Address: b.addr, Weight: 1})
+	}
+	retries := max(0, len(backends)-1)
+	c.Proxy.Retries = &retries
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startBalancer starts b and stops it (waiting for the drain) at cleanup.
+func startBalancer(t *testing.T, cfg *config.Config) *Balancer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := Start(ctx, quiet, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-b.Done():
+		case <-time.After(10 * time.Second):
+			t.Error("balancer did not stop within 10s")
+		}
+	})
+	return b
+}
+
+// get makes one request on a new connection through addr and returns the body.
+func get(addr, query string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/" + query)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+func TestRoundRobinThroughTheBalancer(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	lb := startBalancer(t, testConfig(t, config.RoundRobin, a, b, c))
+	var got []string
+	for range 6 {
+		body, err := get(lb.Addr().String(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, body)
+	}
+	if s := strings.Join(got, ""); s != "abcabc" {
+		t.Fatalf("rotation %s, want abcabc", s)
+	}
+}
+
+func TestLatencyStrategiesPreferTheFastBackend(t *testing.T) {
+	for _, strategy := range []string{config.FastestResponseTime, config.Adaptive} {
+		t.Run(strategy, func(t *testing.T) {
+			fast, slow := newSlowBackend(t, "fast", 5*time.Millisecond), newSlowBackend(t, "slow", 100*time.Millisecond)
+			lb := startBalancer(t, testConfig(t, strategy, fast, slow))
+			counts := map[string]int{}
+			for range 100 {
+				c, err := net.Dial("tcp", lb.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				body, _ := io.ReadAll(c)
+				c.Close()
+				counts[string(body[strings.LastIndex(string(body), "\n")+1:])]++
+			}
+			if counts["fast"] < 80 {
+				t.Fatalf("fast backend got %d of 100 connections: %v", counts["fast"], counts)
+			}
+		})
+	}
+}
+
+// keepAlive is one client TCP connection through the balancer, used for
+// HTTP/1.1 requests one after another.
+type keepAlive struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialKeepAlive(t *testing.T, addr string) *keepAlive {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &keepAlive{c: c, r: bufio.NewReader(c)}
+}
+
+func (k *keepAlive) get() (string, error) {
+	k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(k.c, "GET / HTTP/1.1\r\nHost: lemonade\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+func clone(c *config.Config) *config.Config {
+	n := *c
+	n.Backends = append([]config.Backend(nil), c.Backends...)
+	return &n
+}
+
+func TestLongLivedConnectionSurvives100Reloads(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	cfg := testConfig(t, config.RoundRobin, a, b)
+	lb := startBalancer(t, cfg)
+	conn := dialKeepAlive(t, lb.Addr().String())
+	first, err := conn.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		next := clone(cfg)
+		next.Strategy = config.Strategies[i%len(config.Strategies)]
+		next.Backends[1].Weight = 1 + i%7
+		if i%2 == 0 {
+			next.Backends = append(next.Backends, config.Backend{ID: 9, Name: "c", Address: c.addr, Weight: 1})
+		}
+		if err := lb.Apply(next); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		body, err := conn.get()
+		if err != nil || body != first {
+			t.Fatalf("after reload %d the connection answered %q, %v; want %q on the same connection", i, body, err, first)
+		}
+	}
+	if s := lb.Snapshot(); s.ReloadsOK != 100 || s.ReloadsFailed != 0 {
+		t.Fatalf("reload counters %d ok, %d failed", s.ReloadsOK, s.ReloadsFailed)
+	}
+}
+
+func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := testConfig(t, config.RoundRobin, a, b)
+	cfg.Runtime.DrainTimeout = 400 * time.Millisecond
+	lb := startBalancer(t, cfg)
+	conn := dialKeepAlive(t, lb.Addr().String())
+	if body, err := conn.get(); err != nil || body != "a" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	next := clone(cfg)
+	next.Backends = next.Backends[1:] // remove a
+	start := time.Now()
+	if err := lb.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("Apply waited %v for the drain", time.Since(start))
+	}
+	if body, err := conn.get(); err != nil || body != "a" {
+		t.Fatalf("draining connection: %q, %v; want it to keep working", body, err)
+	}
+	for range 4 {
+		if body, err := get(lb.Addr().String(), ""); err != nil || body != "b" {
+			t.Fatalf("new connection went to %q, %v; want b", body, err)
+		}
+	}
+	if d := lb.Snapshot().Draining; len(d) != 1 || d[0].Name != "a" || !d[0].Draining {
+		t.Fatalf("draining list %+v", d)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if body, err := conn.get(); err == nil {
+		t.Fatalf("connection to the removed backend still open after the drain timeout: %q", body)
+	}
+	waitFor(t, "draining list empty", func() bool { return len(lb.Snapshot().Draining) == 0 })
+}
+
+func TestAddedBackendTakesTrafficAtOnce(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := testConfig(t, config.RoundRobin, a)
+	lb := startBalancer(t, cfg)
+	next := clone(cfg)
+	next.Backends = append(next.Backends, config.Backend{ID: 1, Name: "b", Address: b.addr, Weight: 1})
+	if err := lb.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		body, err := get(lb.Addr().String(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Fatalf("backends seen %v, want a and b", seen)
+	}
+}
+
+func TestReloadThatCannotBindChangesNothing(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := testConfig(t, config.RoundRobin, a)
+	lb := startBalancer(t, cfg)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	next := clone(cfg)
+	next.Proxy.ListenAddress = taken.Addr().String()
+	next.Strategy = config.LeastConnections
+	next.Backends = append(next.Backends, config.Backend{ID: 1, Name: "b", Address: b.addr, Weight: 1})
+	err = lb.Apply(next)
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("Apply error %v, want one naming %s", err, taken.Addr())
+	}
+	s := lb.Snapshot()
+	if s.Strategy != config.RoundRobin || len(s.Backends) != 1 || s.ReloadsFailed != 1 {
+		t.Fatalf("a rejected reload changed the running state: %+v", s)
+	}
+	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
+		t.Fatalf("old listener: %q, %v", body, err)
+	}
+}
+
+func TestShutdownDrainsThenClosesWhatIsLeft(t *testing.T) {
+	a := newBackend(t, "a")
+	cfg := testConfig(t, config.RoundRobin, a)
+	cfg.Runtime.DrainTimeout = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lb, err := Start(ctx, quiet, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := dialKeepAlive(t, lb.Addr().String())
+	if _, err := idle.get(); err != nil {
+		t.Fatal(err)
+	}
+	// A request in flight when the shutdown starts completes.
+	a.delay.Store(int64(100 * time.Millisecond))
+	inflight := make(chan error, 1)
+	go func() { _, err := get(lb.Addr().String(), ""); inflight <- err }()
+	time.Sleep(30 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	if err := <-inflight; err != nil {
+		t.Fatalf("in-flight request failed during the drain: %v", err)
+	}
+	select {
+	case <-lb.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not stopped 5s after the shutdown began")
+	}
+	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("shutdown took %v with an idle connection open; want about the 300ms drain timeout", took)
+	}
+	if _, err := idle.get(); err == nil {
+		t.Fatal("idle connection still open after shutdown")
+	}
+	if _, err := net.Dial("tcp", lb.Addr().String()); err == nil {
+		t.Fatal("still accepting after shutdown")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
