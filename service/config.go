@@ -1,0 +1,300 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+
+	"github.com/lemonade-lb/lemonade/observability/configfile"
+)
+
+// Defaults, used for any setting no source gives.
+const (
+	DefaultListenAddress = "127.0.0.1:50200"
+	DefaultServiceName   = "lemonade-worker"
+	DefaultWorkDelay     = 20 * time.Millisecond
+)
+
+// Environment variables Load reads.
+const (
+	EnvListenAddress = "LEMONADE_WORKER_LISTEN_ADDRESS"
+	EnvServiceName   = "LEMONADE_WORKER_SERVICE_NAME"
+	EnvWorkDelay     = "LEMONADE_WORKER_WORK_DELAY_MS"
+)
+
+// Flag names, as the CLI spells them; errors name the flag a value came from.
+const (
+	FlagConfig  = "--config"
+	FlagAddress = "--address"
+	FlagName    = "--name"
+	FlagDelay   = "--delay"
+)
+
+// Config is what a worker needs to run.
+type Config struct {
+	// ListenAddress is host:port to listen on; port 0 picks a free port.
+	ListenAddress string
+	// ServiceName is reported in every response; never empty.
+	ServiceName string
+	// WorkDelay is how long GET /work waits by default; 0 answers at once.
+	WorkDelay time.Duration
+}
+
+// DefaultConfig returns the configuration used when nothing is given.
+func DefaultConfig() Config {
+	return Config{ListenAddress: DefaultListenAddress, ServiceName: DefaultServiceName, WorkDelay: DefaultWorkDelay}
+}
+
+// Flags holds the command-line values, as typed; empty means not given.
+type Flags struct {
+	Config  string // path of a .json, .toml, .yaml or .yml file
+	Address string
+	Name    string
+	Delay   string // integer milliseconds or a duration string ("20ms")
+}
+
+// fileConfig is the shape of a worker config file. work_delay and
+// work_delay_ms are synonyms (example files use both); giving both is an
+// error.
+type fileConfig struct {
+	ListenAddress   string        `mapstructure:"listen_address"`
+	ServiceName     string        `mapstructure:"service_name"`
+	WorkDelayMillis time.Duration `mapstructure:"work_delay_ms"`
+	WorkDelay       time.Duration `mapstructure:"work_delay"`
+}
+
+// Load resolves a worker's configuration from, highest precedence first, the
+// flags, the environment, the config file named by f.Config, and the
+// defaults. Every value given is checked where it is read, even one a
+// higher-precedence source overrides, since a bad value anywhere is a
+// mistake to fix; an error names the setting, the value and where it came
+// from (file and key, environment variable, or flag).
+func Load(f Flags) (Config, error) {
+	cfg := DefaultConfig()
+	if f.Config != "" {
+		if err := loadFile(f.Config, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := loadEnv(&cfg); err != nil {
+		return Config{}, err
+	}
+	if err := apply(&cfg, f.Address, f.Name, f.Delay, flagOrigins); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// origins says where each of the three settings came from, for errors.
+type origins struct{ address, name, delay string }
+
+var flagOrigins = origins{"flag " + FlagAddress, "flag " + FlagName, "flag " + FlagDelay}
+
+var envOrigins = origins{
+	"environment variable " + EnvListenAddress,
+	"environment variable " + EnvServiceName,
+	"environment variable " + EnvWorkDelay,
+}
+
+// apply checks and sets the settings given as strings; empty ones are left
+// alone.
+func apply(cfg *Config, addr, name, delay string, from origins) error {
+	if addr != "" {
+		if err := checkAddress(addr); err != nil {
+			return fmt.Errorf("invalid listen address %q from %s: %w", addr, from.address, err)
+		}
+		cfg.ListenAddress = addr
+	}
+	if name != "" {
+		if err := checkName(name); err != nil {
+			return fmt.Errorf("invalid service name %q from %s: %w", name, from.name, err)
+		}
+		cfg.ServiceName = name
+	}
+	if delay != "" {
+		d, err := ParseDelay(delay)
+		if err == nil {
+			err = checkDelay(d)
+		}
+		if err != nil {
+			return fmt.Errorf("invalid work delay %q from %s: %w", delay, from.delay, err)
+		}
+		cfg.WorkDelay = d
+	}
+	return nil
+}
+
+func loadFile(path string, cfg *Config) error {
+	v := viper.New()
+	if err := configfile.Read(v, path); err != nil {
+		return fmt.Errorf("flag %s: %w", FlagConfig, err)
+	}
+	return decodeFile(v, path, cfg)
+}
+
+// decodeFile applies the settings read into v from the file called path.
+func decodeFile(v *viper.Viper, path string, cfg *Config) error {
+	from := func(key string) string { return fmt.Sprintf("config file %s (key %s)", path, key) }
+
+	// Check the delay keys by hand first: configfile's decoder would accept a
+	// millisecond count that overflows time.Duration, and its messages do not
+	// say which file the value came from.
+	delayKey := ""
+	for _, key := range []string{"work_delay_ms", "work_delay"} {
+		if !v.IsSet(key) {
+			continue
+		}
+		if delayKey != "" {
+			return fmt.Errorf("config file %s: both %s and %s are set; they are the same setting, keep one", path, delayKey, key)
+		}
+		delayKey = key
+		raw := v.Get(key)
+		d, err := delayValue(raw)
+		if err == nil {
+			err = checkDelay(d)
+		}
+		if err != nil {
+			return fmt.Errorf("invalid work delay %q from %s: %w", fmt.Sprint(raw), from(key), err)
+		}
+	}
+
+	var fc fileConfig
+	if err := configfile.Decode(v, &fc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if v.IsSet("listen_address") {
+		if err := checkAddress(fc.ListenAddress); err != nil {
+			return fmt.Errorf("invalid listen address %q from %s: %w", fc.ListenAddress, from("listen_address"), err)
+		}
+		cfg.ListenAddress = fc.ListenAddress
+	}
+	if v.IsSet("service_name") {
+		if err := checkName(fc.ServiceName); err != nil {
+			return fmt.Errorf("invalid service name %q from %s: %w", fc.ServiceName, from("service_name"), err)
+		}
+		cfg.ServiceName = fc.ServiceName
+	}
+	switch delayKey {
+	case "work_delay_ms":
+		cfg.WorkDelay = fc.WorkDelayMillis
+	case "work_delay":
+		cfg.WorkDelay = fc.WorkDelay
+	}
+	return nil
+}
+
+func loadEnv(cfg *Config) error {
+	// viper treats an empty variable as unset, which is what a shell user
+	// expects of VAR= .
+	v := viper.New()
+	keys := [][2]string{
+		{"listen_address", EnvListenAddress},
+		{"service_name", EnvServiceName},
+		{"work_delay", EnvWorkDelay},
+	}
+	for _, k := range keys {
+		if err := v.BindEnv(k[0], k[1]); err != nil {
+			return fmt.Errorf("bind %s: %w", k[1], err)
+		}
+	}
+	return apply(cfg, v.GetString("listen_address"), v.GetString("service_name"), v.GetString("work_delay"), envOrigins)
+}
+
+// Validate checks a Config built in code the way Load checks a loaded one.
+func (c Config) Validate() error {
+	if err := checkAddress(c.ListenAddress); err != nil {
+		return fmt.Errorf("invalid listen address %q: %w", c.ListenAddress, err)
+	}
+	return c.validateForServe()
+}
+
+// validateForServe checks what serving on an already open listener needs.
+func (c Config) validateForServe() error {
+	if err := checkName(c.ServiceName); err != nil {
+		return fmt.Errorf("invalid service name %q: %w", c.ServiceName, err)
+	}
+	if err := checkDelay(c.WorkDelay); err != nil {
+		return fmt.Errorf("invalid work delay %s: %w", c.WorkDelay, err)
+	}
+	return nil
+}
+
+func checkAddress(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		// net's message repeats the address; keep only the reason.
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return errors.New(ae.Err)
+		}
+		return err
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || port != strconv.FormatUint(n, 10) {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func checkDelay(d time.Duration) error {
+	if d < 0 {
+		return errors.New("must not be negative")
+	}
+	return nil
+}
+
+// maxDelayMillis is the largest millisecond count a time.Duration holds.
+const maxDelayMillis = math.MaxInt64 / int64(time.Millisecond)
+
+// ParseDelay reads a delay given as integer milliseconds ("20") or a duration
+// string ("20ms", "1.5s"). It does not reject negative values: callers decide
+// what range they accept.
+func ParseDelay(s string) (time.Duration, error) {
+	if ms, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+		return millis(ms)
+	}
+	return configfile.ParseDuration(s)
+}
+
+func millis(ms int64) (time.Duration, error) {
+	if ms > maxDelayMillis || ms < -maxDelayMillis {
+		return 0, fmt.Errorf("%d milliseconds is out of range", ms)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// delayValue converts a delay as a config file decoder produces it.
+func delayValue(raw any) (time.Duration, error) {
+	switch v := raw.(type) {
+	case string:
+		return ParseDelay(v)
+	case int:
+		return millis(int64(v))
+	case int64:
+		return millis(v)
+	case uint64:
+		if v > uint64(maxDelayMillis) {
+			return 0, fmt.Errorf("%d milliseconds is out of range", v)
+		}
+		return millis(int64(v))
+	case float64:
+		if v != math.Trunc(v) || math.Abs(v) > float64(maxDelayMillis) {
+			return 0, fmt.Errorf("%v is not a whole number of milliseconds in range", v)
+		}
+		return millis(int64(v))
+	}
+	return 0, fmt.Errorf("want integer milliseconds or a duration string, not %T", raw)
+}

@@ -1,0 +1,76 @@
+package servicetest_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/lemonade-lb/lemonade/service"
+	"github.com/lemonade-lb/lemonade/service/servicetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// reference is the smallest correct adapter, on net/http with a hand
+// dispatch: it checks the suite itself, with no framework in the way.
+func reference(ctx context.Context, ln net.Listener, cfg service.Config) error {
+	svc, err := service.New(cfg)
+	if err != nil {
+		return err
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := svc.StartRequest()
+		var res service.Response
+		switch route := r.URL.Path; {
+		case route != service.RouteHealth && route != service.RouteWork && route != service.RouteMetrics:
+			res = service.NotFound()
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			res = service.MethodNotAllowed(r.Method, route)
+		case route == service.RouteHealth:
+			res = svc.HandleHealth()
+		case route == service.RouteWork:
+			res = svc.HandleWork(r.Context(), r.URL.RawQuery)
+		default:
+			res = svc.HandleMetrics()
+		}
+		w.Header().Set("Content-Type", res.ContentType)
+		if res.Allow != "" {
+			w.Header().Set("Allow", res.Allow)
+		}
+		w.WriteHeader(res.Status)
+		_, _ = w.Write(res.Body)
+		svc.EndRequest(r.URL.Path, res.Status, start)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+func TestReferenceConforms(t *testing.T) {
+	servicetest.Run(t, servicetest.Start(t, servicetest.Config("reference"), reference))
+}
+
+func TestReferenceShutsDownGracefully(t *testing.T) {
+	servicetest.Shutdown(t, reference)
+}
+
+func TestNamesNeedingEscapes(t *testing.T) {
+	servicetest.Run(t, servicetest.Start(t, servicetest.Config(`odd "name" <&>`), reference))
+}
