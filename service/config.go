@@ -63,10 +63,10 @@ type Flags struct {
 // work_delay_ms are synonyms (example files use both); giving both is an
 // error.
 type fileConfig struct {
-	ListenAddress   string        `mapstructure:"listen_address"`
-	ServiceName     string        `mapstructure:"service_name"`
-	WorkDelayMillis time.Duration `mapstructure:"work_delay_ms"`
-	WorkDelay       time.Duration `mapstructure:"work_delay"`
+	ListenAddress  string        `mapstructure:"listen_address"`
+	ServiceName    string        `mapstructure:"service_name"`
+	WorkDelay      time.Duration `mapstructure:"work_delay_ms"`
+	WorkDelayAlias time.Duration `mapstructure:"work_delay"`
 }
 
 // Load resolves a worker's configuration from, highest precedence first, the
@@ -182,9 +182,9 @@ func decodeFile(v *viper.Viper, path string, cfg *Config) error {
 	}
 	switch delayKey {
 	case "work_delay_ms":
-		cfg.WorkDelay = fc.WorkDelayMillis
-	case "work_delay":
 		cfg.WorkDelay = fc.WorkDelay
+	case "work_delay":
+		cfg.WorkDelay = fc.WorkDelayAlias
 	}
 	return nil
 }
