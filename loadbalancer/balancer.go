@@ -133,8 +133,6 @@ func (b *Balancer) run(ctx context.Context, ln *net.TCPListener) {
 			err := b.apply(ctx, u.cfg, &stopListener, &serving, &drains, stopDrains)
 			if err != nil {
 				b.ReloadFailed(err)
-			} else {
-				b.reloadsOK.Add(1)
 			}
 			u.reply <- err
 		case <-ctx.Done():
@@ -258,6 +256,7 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *
 
 	b.mu.Lock()
 	b.cfg, b.pool = cfg, pool
+	b.reloadsOK.Add(1) // with the config, so readers never see one without the other
 	for _, gone := range current {
 		b.draining[gone] = struct{}{}
 	}
@@ -372,9 +371,9 @@ func (b *Balancer) Snapshot() Snapshot {
 	for be := range b.draining {
 		s.Draining = append(s.Draining, be.Snapshot())
 	}
+	s.ReloadsOK, s.ReloadsFailed = b.reloadsOK.Load(), b.reloadsFailed.Load()
 	b.mu.Unlock()
 	s.Proxy = b.srv.Stats()
-	s.ReloadsOK, s.ReloadsFailed = b.reloadsOK.Load(), b.reloadsFailed.Load()
 	s.HealthChecks, s.HealthFailed = b.checker.Counts()
 	return s
 }

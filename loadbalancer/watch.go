@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -24,7 +25,7 @@ const settle = 50 * time.Millisecond
 // invalid file is logged, counted and otherwise ignored: the running config
 // stays. WatchFile returns when ctx ends.
 func WatchFile(ctx context.Context, b *Balancer, path string, hup <-chan os.Signal) {
-	last, _ := digest(path)
+	var last [32]byte // nothing read yet: the first look compares configs
 	reload := func(force bool) {
 		sum, ok := digest(path)
 		if !ok && !force {
@@ -39,6 +40,9 @@ func WatchFile(ctx context.Context, b *Balancer, path string, hup <-chan os.Sign
 			b.ReloadFailed(err)
 			b.log.Error("config reload rejected; keeping the running config", "file", path, "error", err)
 			return
+		}
+		if !force && reflect.DeepEqual(cfg, b.Config()) {
+			return // only comments or layout changed
 		}
 		if err := b.Apply(cfg); err != nil {
 			b.log.Error("config reload failed; keeping the running config", "file", path, "error", err)
@@ -61,6 +65,8 @@ func WatchFile(ctx context.Context, b *Balancer, path string, hup <-chan os.Sign
 		}
 	}
 
+	reload(false) // catch an edit made between the start-up load and the watch
+
 	settleTimer := time.NewTimer(time.Hour)
 	settleTimer.Stop()
 	defer settleTimer.Stop()
@@ -82,7 +88,10 @@ func WatchFile(ctx context.Context, b *Balancer, path string, hup <-chan os.Sign
 		case <-settleTimer.C:
 			reload(false)
 		case <-poll.C:
-			reload(false)
+			// A changed file may be mid-write: read it once it has settled.
+			if sum, ok := digest(path); ok && sum != last {
+				settleTimer.Reset(settle)
+			}
 			poll.Reset(b.Config().Runtime.ConfigWatchInterval)
 		}
 	}

@@ -490,3 +490,26 @@ func TestDocsNameEveryKeyAndVariable(t *testing.T) {
 		t.Errorf("docs example: %+v, %v", c, err)
 	}
 }
+
+func TestValidateHandBuilt(t *testing.T) {
+	c := Default()
+	c.Backends = []Backend{{ID: 0, Address: "127.0.0.1:1", Weight: 1}, {ID: 1, Address: "127.0.0.1:2", Weight: 1}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("unresolved but valid config: %v", err)
+	}
+	c.Backends[1].Weight = 0
+	c.Strategy = "x"
+	err := c.Validate()
+	var verr *ValidationError
+	if !errors.As(err, &verr) || !errors.Is(err, ErrInvalid) || len(verr.Problems) != 2 ||
+		!strings.HasPrefix(verr.Problems[0], "strategy: ") || !strings.HasPrefix(verr.Problems[1], "backends[1].weight: ") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestParseWithoutName(t *testing.T) {
+	_, err := Parse([]byte("bogus: 1\nbackends: [{address: \"h:1\"}]\n"), "yaml", "")
+	if err == nil || !strings.HasSuffix(err.Error(), `: unknown key "bogus"`) || strings.Contains(err.Error(), ": : ") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -57,7 +57,7 @@ func build(v *viper.Viper, file string, lookupEnv func(string) (string, bool)) (
 	var bad []string
 	if v != nil {
 		for _, msg := range decode(v, c) {
-			bad = append(bad, file+": "+msg)
+			bad = append(bad, problem{msg: msg}.describe(file))
 		}
 	}
 	fromEnv, envBad := applyEnv(c, lookupEnv)

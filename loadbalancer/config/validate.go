@@ -36,8 +36,9 @@ func (e *ValidationError) Error() string {
 func (e *ValidationError) Unwrap() error { return ErrInvalid }
 
 // Validate checks every rule and reports every broken one, in a
-// *ValidationError. It does not fill in defaults: Proxy.Retries may be nil
-// (not checked), every other field must hold a valid value.
+// *ValidationError. It does not fill in defaults, and it accepts the two
+// that Load resolves from other values still unset: Proxy.Retries nil and
+// empty backend names.
 func (c *Config) Validate() error {
 	var bad []string
 	for _, p := range c.problems() {
@@ -52,11 +53,15 @@ func (c *Config) Validate() error {
 // problem is one rule broken at key.
 type problem struct{ key, msg string }
 
+// describe formats p as "SOURCE: KEY: MSG", leaving out what is empty.
 func (p problem) describe(source string) string {
-	if source == "" {
-		return p.key + ": " + p.msg
+	var parts []string
+	for _, s := range []string{source, p.key, p.msg} {
+		if s != "" {
+			parts = append(parts, s)
+		}
 	}
-	return source + ": " + p.key + ": " + p.msg
+	return strings.Join(parts, ": ")
 }
 
 // problems checks every rule; this is the one place each rule lives.
@@ -113,7 +118,7 @@ func (c *Config) problems() []problem {
 		}
 		ids[b.ID] = i
 		// A duplicate id also duplicates a name derived from it: report it once.
-		if j, dup := names[b.Name]; dup && !dupID {
+		if j, dup := names[b.Name]; dup && !dupID && b.Name != "" {
 			add(key+".name", "%q is also the name of backends[%d]", b.Name, j)
 		}
 		names[b.Name] = i

@@ -98,10 +98,17 @@ func (s *Server) Stats() Stats {
 	}
 }
 
+// backlogGrace is how long a stopping listener keeps accepting what is
+// already in its kernel backlog: closing it at once would reset connections
+// that clients see as established.
+const backlogGrace = 50 * time.Millisecond
+
 // Serve accepts connections on ln until ctx ends or ln is closed, then closes
 // ln and returns; connections already accepted go on (see Wait, CloseAll).
+// When ctx ends, the connections already waiting in the backlog are still
+// accepted and proxied.
 func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now().Add(backlogGrace)) })
 	defer stop()
 	defer ln.Close()
 	var backoff time.Duration
@@ -113,7 +120,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 		if err != nil {
 			s.gate.release()
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
+				return nil // the grace deadline passed, or ln was closed
 			}
 			// Out of file descriptors and the like: wait, do not spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
