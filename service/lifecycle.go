@@ -1,0 +1,72 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// ShutdownTimeout bounds a graceful shutdown: requests still running after
+// it are cut off.
+const ShutdownTimeout = 10 * time.Second
+
+// ErrShutdownTimeout is returned (wrapped) by ServeUntilDone when requests
+// were still running at the end of the shutdown timeout.
+var ErrShutdownTimeout = errors.New("graceful shutdown timed out; open connections were closed")
+
+// ServeUntilDone runs serve until ctx ends, then stops it gracefully. It is
+// the lifecycle every adapter's Serve shares:
+//
+//   - serve blocks serving requests; after shutdown has been called it must
+//     return nil (adapters map their framework's "server closed" error);
+//   - shutdown stops accepting, waits for in-flight requests until its
+//     context ends, and then closes whatever is left before returning.
+//
+// It returns serve's error if serving fails on its own, nil after a clean
+// shutdown, and an error wrapping ErrShutdownTimeout when requests were still
+// running after timeout.
+func ServeUntilDone(ctx context.Context, timeout time.Duration, serve func() error, shutdown func(context.Context) error) error {
+	served := make(chan error, 1)
+	go func() { served <- serve() }()
+
+	select {
+	case err := <-served:
+		if err == nil {
+			return errors.New("server stopped before it was asked to")
+		}
+		return err
+	case <-ctx.Done():
+	}
+
+	// The parent ctx has ended, so the shutdown gets a fresh one.
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	shutdownErr := shutdown(sctx)
+	serveErr := <-served
+	switch {
+	case errors.Is(shutdownErr, context.DeadlineExceeded):
+		return fmt.Errorf("after %s: %w", timeout, ErrShutdownTimeout)
+	case shutdownErr != nil:
+		return fmt.Errorf("shutdown: %w", shutdownErr)
+	}
+	return serveErr
+}
+
+// Listen opens a TCP listener on addr. Its error names the address and says
+// why, without net's repetition of it.
+func Listen(addr string) (net.Listener, error) {
+	if err := checkAddress(addr); err != nil {
+		return nil, fmt.Errorf("invalid listen address %q: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
