@@ -142,9 +142,9 @@ func TestRules(t *testing.T) {
 		name, doc string
 		want      []string // substrings of the one problem
 	}{
-		{"unknown key", "bogus: 1\n" + twoBackends, []string{`lb.yaml: unknown key "bogus"`}},
-		{"unknown nested key", "proxy:\n  listen: x\n" + twoBackends, []string{`unknown key "proxy.listen"`}},
-		{"unknown backend key", twoBackends + "    wieght: 2\n", []string{`unknown key "backends[1].wieght"`}},
+		{"unknown key", "bogus: 1\n" + twoBackends, []string{`lb.yaml: bogus: unknown key`}},
+		{"unknown nested key", "proxy:\n  listen: x\n" + twoBackends, []string{`lb.yaml: proxy.listen: unknown key`}},
+		{"unknown backend key", twoBackends + "    wieght: 2\n", []string{`lb.yaml: backends[1].wieght: unknown key`}},
 		{"wrong type", "proxy:\n  max_connections: lots\n" + twoBackends, []string{"lb.yaml: proxy.max_connections:", "lots"}},
 		{"bool for int", "health:\n  rise: true\n" + twoBackends, []string{"health.rise:", "true"}},
 		{"fraction for int", twoBackends + "    weight: 1.5\n", []string{"backends[1].weight:", "1.5"}},
@@ -248,9 +248,9 @@ health: {kind: udp, path: x}
 	if !errors.As(err, &verr) {
 		t.Fatalf("got %v", err)
 	}
-	for _, key := range []string{`"bogus"`, "strategy:", "proxy.listen_address:", "proxy.max_connections:",
+	for _, key := range []string{"bogus:", "strategy:", "proxy.listen_address:", "proxy.max_connections:",
 		"backends[0].weight:", "backends[1].id:", "backends[1].address:", "health.kind:", "health.path:"} {
-		if !strings.Contains(err.Error(), "bad.yaml: "+strings.TrimPrefix(key, `"`)) && !strings.Contains(err.Error(), key) {
+		if !strings.Contains(err.Error(), "\tbad.yaml: "+key) {
 			t.Errorf("error does not mention %s:\n%v", key, err)
 		}
 	}
@@ -509,7 +509,28 @@ func TestValidateHandBuilt(t *testing.T) {
 
 func TestParseWithoutName(t *testing.T) {
 	_, err := Parse([]byte("bogus: 1\nbackends: [{address: \"h:1\"}]\n"), "yaml", "")
-	if err == nil || !strings.HasSuffix(err.Error(), `: unknown key "bogus"`) || strings.Contains(err.Error(), ": : ") {
+	if err == nil || !strings.HasSuffix(err.Error(), `: bogus: unknown key`) || strings.Contains(err.Error(), ": : ") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// A value that does not decode is reported once, not again by every rule
+// that then sees the default or an empty value in its place.
+func TestNoFollowOnProblems(t *testing.T) {
+	for doc, want := range map[string]string{
+		"backends: [1, 'x']\n":                   "backends[0]: expected a map",
+		"backends: {address: 'h:1'}\n":           "backends: source data must be an array",
+		"backends: [{address: 1}, {address: 2}]": "backends[0].address: expected type 'string'",
+	} {
+		_, err := Parse([]byte(doc), "yaml", "lb.yaml")
+		var verr *ValidationError
+		if !errors.As(err, &verr) || !strings.Contains(verr.Problems[0], want) {
+			t.Fatalf("%q: got %v, want %q", doc, err, want)
+		}
+		for _, p := range verr.Problems {
+			if strings.Contains(p, "HOST:PORT") || strings.Contains(p, "also the") || strings.Contains(p, "at least one") {
+				t.Errorf("%q: follow-on problem %q", doc, p)
+			}
+		}
 	}
 }

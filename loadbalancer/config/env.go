@@ -34,14 +34,11 @@ var envVars = []envVar{
 	{"LEMONADE_LB_ADMIN_ADDRESS", "admin.listen_address", setString(func(c *Config) *string { return &c.Admin.ListenAddress })},
 }
 
-// envFailed marks, in applyEnv's result, a key whose variable did not parse.
-const envFailed = "-"
-
 // applyEnv sets c's keys from the environment variables that are set and not
-// empty. It returns, for each such key, "NAME=value" (to name the source of
-// any later problem) or envFailed, and a message for each value it could not
+// empty. It returns, for each key it set, the source to name in any later
+// problem with it (NAME="value"), and a problem for each value it could not
 // parse.
-func applyEnv(c *Config, lookup func(string) (string, bool)) (fromEnv map[string]string, bad []string) {
+func applyEnv(c *Config, lookup func(string) (string, bool)) (fromEnv map[string]string, ps []problem) {
 	fromEnv = map[string]string{}
 	for _, ev := range envVars {
 		value, _ := lookup(ev.name)
@@ -51,12 +48,12 @@ func applyEnv(c *Config, lookup func(string) (string, bool)) (fromEnv map[string
 		}
 		src := fmt.Sprintf("%s=%q", ev.name, value)
 		if err := ev.set(c, value); err != nil {
-			bad = append(bad, src+": "+err.Error())
-			src = envFailed
+			ps = append(ps, problem{src, ev.key, err.Error()})
+			continue
 		}
 		fromEnv[ev.key] = src
 	}
-	return fromEnv, bad
+	return fromEnv, ps
 }
 
 func setString(field func(*Config) *string) func(*Config, string) error {

@@ -45,7 +45,7 @@ backends:
 	// Output:
 	// true
 	// invalid load balancer configuration: 3 problems:
-	// 	lb.yaml: unknown key "backends[0].wieght"
+	// 	lb.yaml: backends[0].wieght: unknown key
 	// 	lb.yaml: strategy: unknown value "random" (want one of round_robin, least_connections, weighted_round_robin, fastest_response_time, adaptive)
 	// 	lb.yaml: backends[1].address: "127.0.0.1:70000": port must be a number 1..65535
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -54,42 +56,50 @@ func load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
 // environment, resolves what depends on other values, and validates.
 func build(v *viper.Viper, file string, lookupEnv func(string) (string, bool)) (*Config, error) {
 	c := Default()
-	var bad []string
+	var ps []problem
 	if v != nil {
-		for _, msg := range decode(v, c) {
-			bad = append(bad, problem{msg: msg}.describe(file))
-		}
+		ps = decode(v, c, file)
 	}
-	fromEnv, envBad := applyEnv(c, lookupEnv)
-	bad = append(bad, envBad...)
+	fromEnv, envProblems := applyEnv(c, lookupEnv)
+	ps = append(ps, envProblems...)
 	c.resolve()
 
+	found := len(ps)
 	for _, p := range c.problems() {
-		src := file
-		for key, env := range fromEnv {
-			if p.key == key || strings.HasPrefix(p.key, key+".") || strings.HasPrefix(p.key, key+"[") {
-				src = env
+		if slices.ContainsFunc(ps[:found], func(q problem) bool { return under(p.key, q.key) }) {
+			continue // a value that did not decode or parse: already reported
+		}
+		p.source = file
+		for key, src := range fromEnv {
+			if under(p.key, key) {
+				p.source = src
 			}
 		}
-		if src == envFailed {
-			continue // already reported as an unparsable environment variable
-		}
-		bad = append(bad, p.describe(src))
+		ps = append(ps, p)
 	}
-	if len(bad) > 0 {
-		return nil, &ValidationError{Problems: bad}
+	if len(ps) > 0 {
+		return nil, newValidationError(ps)
 	}
 	return c, nil
+}
+
+// under reports whether key is parent or inside it: "backends[1].weight" is
+// under "backends" and "backends[1]". Nothing is under "".
+func under(key, parent string) bool {
+	return parent != "" && (key == parent || strings.HasPrefix(key, parent+".") || strings.HasPrefix(key, parent+"["))
 }
 
 // decode overlays v's settings on c and returns every problem: unknown keys
 // first, then values of the wrong type. It is configfile.Decode, except that
 // it carries on past unknown keys so one run reports everything, and it is
 // strict about types: no "true" for a number, no 1.5 for an integer.
-func decode(v *viper.Viper, c *Config) []string {
-	var bad []string
+func decode(v *viper.Viper, c *Config, file string) []problem {
+	var ps []problem
 	for _, key := range configfile.UnknownKeys(v.AllSettings(), reflect.TypeFor[Config](), "") {
-		bad = append(bad, "unknown key "+key)
+		if k, err := strconv.Unquote(key); err == nil {
+			key = k
+		}
+		ps = append(ps, problem{file, key, "unknown key"})
 	}
 	// Decoding into an existing slice keeps its elements, so the per-backend
 	// defaults are laid down first.
@@ -103,7 +113,11 @@ func decode(v *viper.Viper, c *Config) []string {
 		viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(configfile.DurationHook(), wholeNumberHook)),
 		func(dc *mapstructure.DecoderConfig) { dc.WeaklyTypedInput = false },
 	)
-	return append(bad, flatten(err)...)
+	for _, p := range flatten(err) {
+		p.source = file
+		ps = append(ps, p)
+	}
+	return ps
 }
 
 // wholeNumberHook rejects numbers an int field cannot hold exactly, which
@@ -125,31 +139,31 @@ func wholeNumberHook(_, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// flatten lists one "key: problem" message per field in a mapstructure error.
-func flatten(err error) []string {
+// flatten lists one problem per field in a mapstructure error.
+func flatten(err error) []problem {
 	switch e := err.(type) {
 	case nil:
 		return nil
 	case interface{ Unwrap() []error }:
-		var msgs []string
+		var ps []problem
 		for _, inner := range e.Unwrap() {
-			msgs = append(msgs, flatten(inner)...)
+			ps = append(ps, flatten(inner)...)
 		}
-		return msgs
+		return ps
 	case *mapstructure.DecodeError:
 		if _, joined := e.Unwrap().(interface{ Unwrap() []error }); joined {
 			return flatten(e.Unwrap())
 		}
-		msg := e.Name() + ": " + e.Unwrap().Error()
+		msg := e.Unwrap().Error()
 		var wrongType *mapstructure.UnconvertibleTypeError
 		if errors.As(e, &wrongType) {
 			msg += fmt.Sprintf(" (%v)", wrongType.Value)
 		}
-		return []string{msg}
+		return []problem{{key: e.Name(), msg: msg}}
 	}
 	// mapstructure wraps its list of errors in one "decoding failed" error.
 	if inner := errors.Unwrap(err); inner != nil {
 		return flatten(inner)
 	}
-	return []string{err.Error()}
+	return []problem{{msg: err.Error()}}
 }

@@ -40,23 +40,28 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 // that Load resolves from other values still unset: Proxy.Retries nil and
 // empty backend names.
 func (c *Config) Validate() error {
-	var bad []string
-	for _, p := range c.problems() {
-		bad = append(bad, p.describe(""))
-	}
-	if len(bad) > 0 {
-		return &ValidationError{Problems: bad}
+	if ps := c.problems(); len(ps) > 0 {
+		return newValidationError(ps)
 	}
 	return nil
 }
 
-// problem is one rule broken at key.
-type problem struct{ key, msg string }
+func newValidationError(ps []problem) *ValidationError {
+	e := &ValidationError{}
+	for _, p := range ps {
+		e.Problems = append(e.Problems, p.String())
+	}
+	return e
+}
 
-// describe formats p as "SOURCE: KEY: MSG", leaving out what is empty.
-func (p problem) describe(source string) string {
+// problem is one thing wrong at key, which came from source (a file, an
+// environment variable, or "" when unknown).
+type problem struct{ source, key, msg string }
+
+// String formats p as "SOURCE: KEY: MSG", leaving out what is empty.
+func (p problem) String() string {
 	var parts []string
-	for _, s := range []string{source, p.key, p.msg} {
+	for _, s := range []string{p.source, p.key, p.msg} {
 		if s != "" {
 			parts = append(parts, s)
 		}
@@ -68,7 +73,7 @@ func (p problem) describe(source string) string {
 func (c *Config) problems() []problem {
 	var ps []problem
 	add := func(key, format string, args ...any) {
-		ps = append(ps, problem{key, fmt.Sprintf(format, args...)})
+		ps = append(ps, problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
 	positive := func(key string, d time.Duration) {
 		if d <= 0 {
