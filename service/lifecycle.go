@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -69,4 +71,31 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// ServeHTTP serves h on ln with a net/http server until ctx ends, then shuts
+// down gracefully (see ServeUntilDone). The adapters built on net/http
+// handlers (net/http itself, gin, echo) share it.
+func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// net/http logs only trouble (accept errors, panics), never a request.
+		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	return ServeUntilDone(ctx, ShutdownTimeout,
+		func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+		func(ctx context.Context) error {
+			err := srv.Shutdown(ctx)
+			if err != nil {
+				srv.Close() // cut off what did not finish in time
+			}
+			return err
+		})
 }

@@ -5,11 +5,9 @@ package workernethttp
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/lemonade-lb/lemonade/service"
 )
@@ -85,30 +83,10 @@ func Serve(ctx context.Context, ln net.Listener, cfg service.Config) error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// net/http logs only trouble (accept errors, panics), never a request.
-		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
-	}
 	log := slog.Default().With("framework", Framework, "address", ln.Addr().String(), "service", cfg.ServiceName)
-	log.Info("worker serving")
-	err = service.ServeUntilDone(ctx, service.ShutdownTimeout,
-		func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		},
-		func(ctx context.Context) error {
-			err := srv.Shutdown(ctx)
-			if err != nil {
-				srv.Close() // cut off what did not finish in time
-			}
-			return err
-		})
-	log.Info("worker stopped", "error", err)
+	log.Debug("worker serving")
+	err = service.ServeHTTP(ctx, ln, h)
+	log.Debug("worker stopped", "error", err)
 	return err
 }
 

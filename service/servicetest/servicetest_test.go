@@ -2,11 +2,9 @@ package servicetest_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -46,21 +44,7 @@ func reference(ctx context.Context, ln net.Listener, cfg service.Config) error {
 		_, _ = w.Write(res.Body)
 		svc.EndRequest(r.URL.Path, res.Status, start)
 	})
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		return serr
-	}
-	return err
+	return service.ServeHTTP(ctx, ln, h)
 }
 
 func TestReferenceConforms(t *testing.T) {
