@@ -6,7 +6,7 @@ VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run test check fmt vet staticcheck test-nowork bench bench-compare tidy
+.PHONY: all build run deps test check fmt vet staticcheck test-nowork bench bench-compare tidy
 
 all: check test build
 
@@ -16,7 +16,11 @@ build:
 run: build
 	bin/lemonade demo
 
-test:
+# The real peers the tests use (redis-server, redis-tools), installed when missing.
+deps:
+	@bash .ci/deps
+
+test: deps
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
 
 check: fmt vet staticcheck test-nowork
@@ -31,7 +35,7 @@ staticcheck:
 	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(GO) run $(STATICCHECK) ./...); done
 
 # Each module must also build and pass on its own, through its relative replace lines.
-test-nowork:
+test-nowork: deps
 	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; (cd $$m && GOWORK=off $(GO) test -race -count=1 ./...); done
 
 bench:
