@@ -38,7 +38,7 @@ const TextContentType = string(expfmt.FmtText)
 // HTTP is the set of instruments of one HTTP server. Its methods are safe for
 // concurrent use.
 type HTTP struct {
-	routes   map[string]struct{}
+	routes   map[string]string // path -> the label, a string of our own
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
@@ -49,7 +49,7 @@ type HTTP struct {
 // OtherRoute.
 func NewHTTP(reg prometheus.Registerer, routes ...string) (*HTTP, error) {
 	m := &HTTP{
-		routes: make(map[string]struct{}, len(routes)),
+		routes: make(map[string]string, len(routes)),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: RequestsTotal,
 			Help: "HTTP requests served, by route and status code.",
@@ -65,7 +65,7 @@ func NewHTTP(reg prometheus.Registerer, routes ...string) (*HTTP, error) {
 		}),
 	}
 	for _, r := range routes {
-		m.routes[r] = struct{}{}
+		m.routes[r] = r
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight} {
 		if err := reg.Register(c); err != nil {
@@ -75,10 +75,12 @@ func NewHTTP(reg prometheus.Registerer, routes ...string) (*HTTP, error) {
 	return m, nil
 }
 
-// Route returns the route label for a request path.
+// Route returns the route label for a request path. The label is never path
+// itself: fasthttp-based servers pass strings that alias buffers reused by
+// the next request, and a label is kept for the life of the process.
 func (m *HTTP) Route(path string) string {
-	if _, ok := m.routes[path]; ok {
-		return path
+	if r, ok := m.routes[path]; ok {
+		return r
 	}
 	return OtherRoute
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -184,4 +185,17 @@ func ExampleHTTP() {
 	m.End("/missing", 404, m.Begin())
 	fmt.Println(m.Route("/health"), m.Route("/missing"))
 	// Output: /health other
+}
+
+// TestRouteLabelIsNotTheCallersString guards against keeping a caller's
+// string as a label: fasthttp hands out strings over reused buffers.
+func TestRouteLabelIsNotTheCallersString(t *testing.T) {
+	m, _ := newHTTP(t)
+	buf := []byte("/work")
+	path := unsafe.String(&buf[0], len(buf))
+	label := m.Route(path)
+	copy(buf, "/xxxx")
+	if label != "/work" {
+		t.Fatalf("label changed with the caller's buffer: %q", label)
+	}
 }
