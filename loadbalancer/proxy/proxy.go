@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,7 +199,7 @@ func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPCon
 		}
 		b.Acquire()
 		start := time.Now()
-		c, err := d.Dial("tcp", b.Address)
+		c, err := dial(&d, b)
 		if err != nil {
 			b.Release()
 			b.DialFailed()
@@ -206,10 +207,21 @@ func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPCon
 			continue
 		}
 		b.Connected(time.Since(start))
-		tc := c.(*net.TCPConn)
-		return b, tc
+		return b, c
 	}
 	return nil, nil
+}
+
+// dial connects to b, skipping the resolver when its address is an IP literal.
+func dial(d *net.Dialer, b *backend.Backend) (*net.TCPConn, error) {
+	if b.AddrPort.IsValid() {
+		return d.DialTCP(context.Background(), "tcp", netip.AddrPort{}, b.AddrPort)
+	}
+	c, err := d.Dial("tcp", b.Address)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // link is one proxied connection: the client side, the backend side, and the

@@ -91,7 +91,7 @@ func start(t *testing.T, set Settings, addrs ...string) *harness {
 	return &harness{srv: srv, addr: ln.Addr().String(), pool: pool}
 }
 
-func dial(t *testing.T, addr string) *net.TCPConn {
+func dialClient(t *testing.T, addr string) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -104,7 +104,7 @@ func dial(t *testing.T, addr string) *net.TCPConn {
 
 func TestHalfCloseReachesTheBackendAndTheReplyComesBack(t *testing.T) {
 	h := start(t, Settings{}, server(t, replyAfterEOF))
-	c := dial(t, h.addr)
+	c := dialClient(t, h.addr)
 	io.WriteString(c, "hello, lemonade")
 	c.CloseWrite()
 	reply, err := io.ReadAll(c)
@@ -123,7 +123,7 @@ func TestHalfCloseReachesTheBackendAndTheReplyComesBack(t *testing.T) {
 
 func TestLargeTransferBothWays(t *testing.T) {
 	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	c := dial(t, h.addr)
+	c := dialClient(t, h.addr)
 	const size = 8 << 20
 	go func() {
 		io.CopyN(c, strings.NewReader(strings.Repeat("x", size)), size)
@@ -139,7 +139,7 @@ func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
 	live := server(t, replyAfterEOF)
 	h := start(t, Settings{Retries: 1}, deadAddress(t), live)
 	for i := range 6 {
-		c := dial(t, h.addr)
+		c := dialClient(t, h.addr)
 		io.WriteString(c, "x")
 		c.CloseWrite()
 		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
@@ -157,7 +157,7 @@ func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
 
 func TestNoEligibleBackendClosesTheClient(t *testing.T) {
 	h := start(t, Settings{}, deadAddress(t))
-	c := dial(t, h.addr)
+	c := dialClient(t, h.addr)
 	if n, _ := io.Copy(io.Discard, c); n != 0 {
 		t.Fatalf("read %d bytes from a connection with no backend", n)
 	}
@@ -166,11 +166,11 @@ func TestNoEligibleBackendClosesTheClient(t *testing.T) {
 
 func TestMaxConnectionsHoldsNewClientsInTheBacklog(t *testing.T) {
 	h := start(t, Settings{MaxConnections: 2}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	first, second := dial(t, h.addr), dial(t, h.addr)
+	first, second := dialClient(t, h.addr), dialClient(t, h.addr)
 	for _, c := range []*net.TCPConn{first, second} {
 		echo(t, c, "ping")
 	}
-	third := dial(t, h.addr) // completes in the kernel backlog
+	third := dialClient(t, h.addr) // completes in the kernel backlog
 	io.WriteString(third, "wait")
 	third.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := third.Read(make([]byte, 4)); err == nil {
@@ -203,7 +203,7 @@ func TestResponseTimeIsMeasuredFromFirstBytes(t *testing.T) {
 		time.Sleep(40 * time.Millisecond)
 		io.WriteString(c, "late\n")
 	}))
-	c := dial(t, h.addr)
+	c := dialClient(t, h.addr)
 	time.Sleep(50 * time.Millisecond) // client think time must not count
 	io.WriteString(c, "req\n")
 	io.ReadAll(c)
@@ -218,7 +218,7 @@ func TestResponseTimeIsMeasuredFromFirstBytes(t *testing.T) {
 
 func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
 	h := start(t, Settings{IdleTimeout: 150 * time.Millisecond}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	busy, quiet := dial(t, h.addr), dial(t, h.addr)
+	busy, quiet := dialClient(t, h.addr), dialClient(t, h.addr)
 	echo(t, quiet, "q")
 	for range 6 { // 360ms of traffic, longer than the idle timeout
 		echo(t, busy, "b")
@@ -233,7 +233,7 @@ func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
 
 func TestCloseAllEndsOpenConnections(t *testing.T) {
 	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	c := dial(t, h.addr)
+	c := dialClient(t, h.addr)
 	echo(t, c, "x")
 	if n := h.pool[0].CloseAll(); n != 1 {
 		t.Fatalf("closed %d connections, want 1", n)
