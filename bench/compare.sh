@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# bench/compare.sh — Lemonade side by side with HAProxy (mode tcp, 1 thread),
+# nginx (stream, 1 worker) and "direct to the backend", on loopback, in
+# interleaved rounds (DESIGN.md §6). Run it with `make bench-compare` (which
+# builds bin/lemonade first) or `bash bench/compare.sh`, as root.
+#
+# HTTP: two fasthttp workers (`lemonade worker -f fasthttp -d 0`) behind each
+# balancer; wrk in keep-alive and in connection-per-request mode.
+# Redis: two redis-server instances behind a second instance of each
+# balancer; redis-benchmark plain and pipelined.
+#
+# For every run it records throughput, latency and the balancer's CPU time
+# (utime+stime from /proc/PID/stat, summed over all its processes) divided by
+# the requests served, then prints medians across rounds and the ratios
+# Lemonade / HAProxy as Markdown on stdout and into
+# bench/results/compare-DATE.md.
+#
+# Knobs (environment variables, defaults in brackets):
+#   ROUNDS [3]            interleaved rounds
+#   DURATION [8]          seconds of each keep-alive wrk run
+#   CLOSE_DURATION [4]    seconds of each connection-per-request wrk run
+#   WARMUP [2]            seconds of untimed keep-alive load per target first
+#   THREADS [2] CONNS [64]  wrk -t / -c
+#   SETTLE [1]            seconds of rest between two runs
+#   TARGETS ["direct lemonade haproxy nginx"]  any subset, in this order
+#   MODES ["keepalive close"]
+#   REDIS [1]             0 skips the Redis part
+#   REDIS_N [100000]      requests per plain redis-benchmark test
+#   REDIS_PIPE_N [1000000] requests per pipelined test
+#   REDIS_CLIENTS [50] REDIS_PIPELINE [16]
+#   LEMONADE [bin/lemonade]  the binary under test
+#   INSTALL [1]           0: never apt-get, fail if a tool is missing
+#   TW_REUSE [1]          1: set net.ipv4.tcp_tw_reuse=1 while running if it is 0
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TEMPLATES=$ROOT/bench/templates
+RESULTS_DIR=$ROOT/bench/results
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CLOSE_DURATION=${CLOSE_DURATION:-4}
+WARMUP=${WARMUP:-2}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-64}
+SETTLE=${SETTLE:-1}
+TARGETS=${TARGETS:-"direct lemonade haproxy nginx"}
+MODES=${MODES:-"keepalive close"}
+REDIS=${REDIS:-1}
+REDIS_N=${REDIS_N:-100000}
+REDIS_PIPE_N=${REDIS_PIPE_N:-1000000}
+REDIS_CLIENTS=${REDIS_CLIENTS:-50}
+REDIS_PIPELINE=${REDIS_PIPELINE:-16}
+LEMONADE=${LEMONADE:-$ROOT/bin/lemonade}
+INSTALL=${INSTALL:-1}
+TW_REUSE=${TW_REUSE:-1}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%T)] $*" >&2; }
+
+for v in ROUNDS DURATION CLOSE_DURATION WARMUP THREADS CONNS SETTLE REDIS_N REDIS_PIPE_N REDIS_CLIENTS REDIS_PIPELINE; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
+for t in $TARGETS; do
+	case $t in direct | lemonade | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS (direct lemonade haproxy nginx)" ;; esac
+done
+for m in $MODES; do
+	case $m in keepalive | close) ;; *) die "unknown mode '$m' in MODES (keepalive close)" ;; esac
+done
+
+# ---------------------------------------------------------------- tools
+
+STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+
+install_tools() {
+	local missing=()
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v haproxy >/dev/null || missing+=(haproxy)
+	command -v nginx >/dev/null || missing+=(nginx-light)
+	[[ -f $STREAM_MODULE ]] || missing+=(libnginx-mod-stream)
+	command -v redis-server >/dev/null || missing+=(redis-server)
+	command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-tools)
+	command -v curl >/dev/null || missing+=(curl)
+	((${#missing[@]} == 0)) && return 0
+	((INSTALL)) || die "missing: ${missing[*]} (INSTALL=0, not installing)"
+	[[ $(id -u) == 0 ]] || die "missing: ${missing[*]}; run as root to install them with apt-get"
+	log "installing ${missing[*]}"
+	apt-get update -qq || die "apt-get update failed"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+	# The Debian packages start system services; this script runs its own.
+	for s in haproxy nginx redis-server; do
+		command -v systemctl >/dev/null && systemctl stop "$s" 2>/dev/null || true
+	done
+}
+install_tools
+
+[[ -x $LEMONADE ]] || die "$LEMONADE not found: run 'make build' (or set LEMONADE=path)"
+"$LEMONADE" worker --help >/dev/null 2>&1 || die "$LEMONADE has no 'worker' command: rebuild with 'make build'"
+
+# Room for two file descriptors per proxied connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---------------------------------------------------------------- processes
+
+WORK=$(mktemp -d /tmp/lemonade-compare.XXXXXX)
+PIDS=()           # every process this script started, in start order
+declare -A PID_OF # name -> pid
+declare -A ADDR_OF # name -> host:port
+SYSCTL_RESTORE=""
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	local i pid
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${PIDS[i]}" 2>/dev/null || true
+	done
+	for _ in $(seq 50); do
+		local alive=0
+		for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	if [[ -n $SYSCTL_RESTORE ]]; then
+		sysctl -qw "net.ipv4.tcp_tw_reuse=$SYSCTL_RESTORE" || true
+	fi
+	if ((rc == 0)); then
+		rm -rf "$WORK"
+	else
+		echo "compare.sh: failed (exit $rc); configs and logs kept in $WORK" >&2
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+declare -A USED_PORT
+# free_port prints a loopback port below the ephemeral range that nothing
+# uses (not even a TIME_WAIT socket), so wrk's and the proxies' outgoing
+# connections never collide with it.
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 12000))
+		[[ -n ${USED_PORT[$p]:-} ]] && continue
+		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
+			USED_PORT[$p]=1
+			echo "$p"
+			return
+		fi
+	done
+	die "no free loopback port found"
+}
+
+# start NAME CMD... runs CMD in the background with its output in $WORK/NAME.log.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	PID_OF[$name]=$pid
+}
+
+# wait_ready NAME CHECK... retries CHECK for up to 10s while NAME runs.
+wait_ready() {
+	local name=$1
+	shift
+	for _ in $(seq 100); do
+		if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+			echo "--- $WORK/$name.log:" >&2
+			tail -20 "$WORK/$name.log" >&2 || true
+			die "$name exited during startup"
+		fi
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "--- $WORK/$name.log:" >&2
+	tail -20 "$WORK/$name.log" >&2 || true
+	die "$name not ready after 10s (check: $*)"
+}
+
+render() { # render TEMPLATE OUT NAME LISTEN B1 B2
+	sed -e "s|@NAME@|$3|g" -e "s|@LISTEN@|$4|g" -e "s|@BACKEND1@|$5|g" -e "s|@BACKEND2@|$6|g" \
+		-e "s|@DIR@|$WORK|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" "$1" >"$2"
+}
+
+# start_balancers PREFIX B1 B2: Lemonade, HAProxy and nginx in front of B1, B2,
+# named PREFIX-lemonade, PREFIX-haproxy, PREFIX-nginx.
+start_balancers() {
+	local prefix=$1 b1=$2 b2=$3 name addr t
+	for t in $TARGETS; do
+		name=$prefix-$t
+		case $t in
+		lemonade)
+			addr=127.0.0.1:$(free_port)
+			render "$TEMPLATES/lemonade.yaml.tmpl" "$WORK/$name.yaml" "$name" "$addr" "$b1" "$b2"
+			start "$name" "$LEMONADE" --log-level warn lb -c "$WORK/$name.yaml"
+			;;
+		haproxy)
+			addr=127.0.0.1:$(free_port)
+			render "$TEMPLATES/haproxy.cfg.tmpl" "$WORK/$name.cfg" "$name" "$addr" "$b1" "$b2"
+			haproxy -c -q -f "$WORK/$name.cfg" || die "haproxy rejects $WORK/$name.cfg"
+			start "$name" haproxy -db -f "$WORK/$name.cfg"
+			;;
+		nginx)
+			addr=127.0.0.1:$(free_port)
+			render "$TEMPLATES/nginx.conf.tmpl" "$WORK/$name.conf" "$name" "$addr" "$b1" "$b2"
+			nginx -t -q -p "$WORK" -e "$WORK/$name-error.log" -c "$WORK/$name.conf" ||
+				die "nginx rejects $WORK/$name.conf"
+			start "$name" nginx -p "$WORK" -e "$WORK/$name-error.log" -c "$WORK/$name.conf" -g 'daemon off;'
+			;;
+		direct) continue ;;
+		esac
+		ADDR_OF[$name]=$addr
+	done
+}
+
+# cpu_ticks NAME prints utime+stime (clock ticks) of NAME's process and its
+# children (nginx's worker).
+cpu_ticks() {
+	local pid=${PID_OF[$1]} p total=0 f
+	for p in $pid $(pgrep -P "$pid" || true); do
+		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		f=${f##*) } # the command name may hold spaces: cut after it
+		# fields 14 and 15 of stat are the 12th and 13th after the name
+		total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+	done
+	echo "$total"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- results
+
+RAW=$WORK/raw.tsv # kind round target mode rps p50_ms p99_ms cpu_us_per_req errors
+: >"$RAW"
+
+to_ms() { # wrk latency (123.45us, 1.23ms, 1.02s) -> milliseconds
+	awk -v v="$1" 'BEGIN{
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.4f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.4f", v }
+		else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.4f", v * 60000 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.4f", v * 1000 }
+		else print "nan" }'
+}
+
+cpu_per_op() { # cpu_per_op TICKS OPS -> microseconds
+	awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN{ if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "nan" }'
+}
+
+# http_run ROUND TARGET MODE
+http_run() {
+	local round=$1 target=$2 mode=$3 addr name="" d=$DURATION hdr=()
+	if [[ $target == direct ]]; then
+		addr=${ADDR_OF[http-worker-1]}
+	else
+		name=http-$target
+		addr=${ADDR_OF[$name]}
+	fi
+	if [[ $mode == close ]]; then
+		d=$CLOSE_DURATION
+		hdr=(-H 'Connection: close')
+	fi
+	local tw
+	tw=$(ss -Htan state time-wait | wc -l)
+	local before=0 after=0 out
+	[[ -n $name ]] && before=$(cpu_ticks "$name")
+	out=$(timeout $((d + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --latency "${hdr[@]}" "http://$addr/work") ||
+		die "wrk against $target ($mode) failed: $out"
+	[[ -n $name ]] && after=$(cpu_ticks "$name")
+	local reqs rps p50 p99 errs cpu="-"
+	reqs=$(awk '/requests in/{print $1}' <<<"$out")
+	rps=$(awk '/^Requests\/sec:/{print $2}' <<<"$out")
+	p50=$(to_ms "$(awk '$1=="50%"{print $2}' <<<"$out")")
+	p99=$(to_ms "$(awk '$1=="99%"{print $2}' <<<"$out")")
+	errs=$(awk '/Socket errors:/{gsub(/,/,""); s+=$4+$6+$8+$10} /Non-2xx/{s+=$NF} END{print s+0}' <<<"$out")
+	[[ -n $reqs && -n $rps ]] || die "cannot read wrk output for $target ($mode): $out"
+	[[ -n $name ]] && cpu=$(cpu_per_op $((after - before)) "$reqs")
+	printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$mode" "$rps" "$p50" "$p99" "$cpu" "$errs" >>"$RAW"
+	log "round $round $mode $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, CPU ${cpu}µs/req, errors $errs, TIME_WAIT before $tw"
+}
+
+# redis_run ROUND TARGET VARIANT TEST
+redis_run() {
+	local round=$1 target=$2 variant=$3 test=$4 addr name="" n=$REDIS_N pipe=()
+	if [[ $target == direct ]]; then
+		addr=${ADDR_OF[redis-1]}
+	else
+		name=redis-$target
+		addr=${ADDR_OF[$name]}
+	fi
+	if [[ $variant == pipelined ]]; then
+		n=$REDIS_PIPE_N
+		pipe=(-P "$REDIS_PIPELINE")
+	fi
+	local before=0 after=0 out
+	[[ -n $name ]] && before=$(cpu_ticks "$name")
+	out=$(timeout 300 redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -c "$REDIS_CLIENTS" -n "$n" "${pipe[@]}" -t "$test" --csv) ||
+		die "redis-benchmark against $target ($variant $test) failed: $out"
+	[[ -n $name ]] && after=$(cpu_ticks "$name")
+	# "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+	local line rps p50 p99 cpu="-"
+	line=$(grep -i "^\"$test\"" <<<"$out" | tail -1 | tr -d '"')
+	[[ -n $line ]] || die "cannot read redis-benchmark output for $target ($variant $test): $out"
+	IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$line"
+	[[ -n $name ]] && cpu=$(cpu_per_op $((after - before)) "$n")
+	printf 'redis\t%s\t%s\t%s-%s\t%s\t%s\t%s\t%s\t0\n' "$round" "$target" "$variant" "$test" "$rps" "$p50" "$p99" "$cpu" >>"$RAW"
+	log "round $round redis $variant $test $target: $rps ops/s, p50 ${p50}ms, CPU ${cpu}µs/op"
+}
+
+# median of the numbers on stdin ("-" and "nan" ignored; "-" if none)
+median() {
+	grep -Ev '^(-|nan|)$' | sort -g | awk '{v[NR]=$1} END{
+		if (NR == 0) { print "-"; exit }
+		if (NR % 2) m = v[(NR+1)/2]; else m = (v[NR/2] + v[NR/2+1]) / 2
+		print m }'
+}
+
+# col KIND TARGET MODE FIELD -> the FIELD column (5..9) of the matching rows
+col() { awk -F'\t' -v k="$1" -v t="$2" -v m="$3" -v f="$4" '$1==k && $3==t && $4==m {print $f}' "$RAW"; }
+
+# ratio_median KIND MODE FIELD NUM DEN: median over rounds of NUM/DEN
+ratio_median() {
+	awk -F'\t' -v k="$1" -v m="$2" -v f="$3" -v a="$4" -v b="$5" '
+		$1==k && $4==m && $3==a {x[$2]=$f}
+		$1==k && $4==m && $3==b {y[$2]=$f}
+		END { for (r in x) if ((r in y) && y[r]+0 > 0 && x[r] != "-") printf "%.3f\n", x[r]/y[r] }' "$RAW" | median
+}
+
+fmt() { # fmt VALUE PRINTF-FORMAT
+	if [[ $1 == - || $1 == nan ]]; then echo "–"; else awk -v v="$1" -v f="$2" 'BEGIN{printf f, v}'; fi
+}
+
+# ---------------------------------------------------------------- machine
+
+machine() {
+	local cpu
+	cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+	echo "| | |"
+	echo "|---|---|"
+	echo "| CPUs (nproc) | $(nproc) |"
+	echo "| CPU model | ${cpu:-unknown} |"
+	echo "| memory | $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
+	echo "| kernel | $(uname -sr) |"
+	echo "| OS | $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}") |"
+	echo "| Go | $(go version 2>/dev/null | awk '{print $3}' || echo '?') |"
+	echo "| lemonade | $("$LEMONADE" version 2>/dev/null | head -1) |"
+	echo "| HAProxy | $(haproxy -v | head -1 | awk '{print $3}') |"
+	echo "| nginx | $(nginx -v 2>&1 | sed 's|.*nginx/||') |"
+	echo "| wrk | $(wrk -v 2>&1 | head -1 | awk '{print $2}') |"
+	echo "| redis | $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') |"
+	echo "| net.ipv4.tcp_tw_reuse | $(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo '?') (during the run) |"
+}
+
+# ---------------------------------------------------------------- run
+
+if ((TW_REUSE)) && [[ $(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo x) == 0 ]]; then
+	if sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null; then
+		SYSCTL_RESTORE=0
+		log "net.ipv4.tcp_tw_reuse=1 for the run (restored to 0 at exit)"
+	else
+		log "warning: cannot set net.ipv4.tcp_tw_reuse=1; connection-per-request runs may run out of ports"
+	fi
+fi
+
+START_TIME=$(date +%s)
+log "work dir $WORK"
+
+# HTTP backends and balancers.
+for i in 1 2; do
+	ADDR_OF[http-worker-$i]=127.0.0.1:$(free_port)
+	start "http-worker-$i" "$LEMONADE" --log-level warn worker -f fasthttp -a "${ADDR_OF[http-worker-$i]}" -n "worker-$i" -d 0
+done
+for i in 1 2; do
+	wait_ready "http-worker-$i" curl -fsS -m 1 "http://${ADDR_OF[http-worker-$i]}/health"
+done
+start_balancers http "${ADDR_OF[http-worker-1]}" "${ADDR_OF[http-worker-2]}"
+
+# Each balancer must answer and spread new connections over both workers.
+for t in $TARGETS; do
+	[[ $t == direct ]] && continue
+	wait_ready "http-$t" curl -fsS -m 1 "http://${ADDR_OF[http-$t]}/work"
+	seen=$(for _ in 1 2 3 4; do curl -fsS -m 2 "http://${ADDR_OF[http-$t]}/work"; echo; done | grep -o 'worker-[12]' | sort -u | wc -l)
+	((seen == 2)) || die "http-$t does not spread connections over both workers"
+done
+
+if ((REDIS)); then
+	for i in 1 2; do
+		ADDR_OF[redis-$i]=127.0.0.1:$(free_port)
+		start "redis-$i" redis-server --bind 127.0.0.1 --port "${ADDR_OF[redis-$i]##*:}" --save '' --appendonly no \
+			--daemonize no --protected-mode no --dir "$WORK" --logfile ''
+	done
+	for i in 1 2; do
+		wait_ready "redis-$i" redis-cli -p "${ADDR_OF[redis-$i]##*:}" ping
+	done
+	start_balancers redis "${ADDR_OF[redis-1]}" "${ADDR_OF[redis-2]}"
+	for t in $TARGETS; do
+		[[ $t == direct ]] && continue
+		wait_ready "redis-$t" bash -c "[[ \$(redis-cli -p ${ADDR_OF[redis-$t]##*:} ping) == PONG ]]"
+	done
+fi
+
+log "warming up (${WARMUP}s per target)"
+if ((WARMUP > 0)); then
+	for t in $TARGETS; do
+		a=${ADDR_OF[http-$t]:-${ADDR_OF[http-worker-1]}}
+		timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://$a/work" >/dev/null
+	done
+fi
+
+for ((r = 1; r <= ROUNDS; r++)); do
+	for m in $MODES; do
+		for t in $TARGETS; do
+			sleep "$SETTLE"
+			http_run "$r" "$t" "$m"
+		done
+	done
+done
+
+if ((REDIS)); then
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for v in plain pipelined; do
+			for test in set get; do
+				for t in $TARGETS; do
+					sleep "$SETTLE"
+					redis_run "$r" "$t" "$v" "$test"
+				done
+			done
+		done
+	done
+fi
+
+ELAPSED=$(($(date +%s) - START_TIME))
+
+# ---------------------------------------------------------------- report
+
+report() {
+	local m t label
+	echo "# Lemonade vs HAProxy vs nginx — $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "Command: \`ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
+	echo
+	machine
+	echo
+	echo "Targets: **direct** = wrk straight to one worker (the limit); **lemonade** = \`lemonade lb\`," \
+		"round_robin over both workers (GOMAXPROCS = all CPUs); **haproxy** = \`mode tcp\`, \`nbthread 1\`," \
+		"\`balance roundrobin\`; **nginx** = \`stream\`, \`worker_processes 1\`. Backends: two" \
+		"\`lemonade worker -f fasthttp -d 0\` (\`GET /work\`). Everything on loopback on this machine," \
+		"interleaved: each round runs every target once per mode. Figures are medians over $ROUNDS rounds;" \
+		"CPU = the balancer's utime+stime over the run (all its processes) / requests."
+	for m in $MODES; do
+		echo
+		if [[ $m == keepalive ]]; then
+			echo "## HTTP, keep-alive — \`wrk -t$THREADS -c$CONNS -d${DURATION}s --latency\`"
+		else
+			echo "## HTTP, connection per request — \`wrk -t$THREADS -c$CONNS -d${CLOSE_DURATION}s --latency -H 'Connection: close'\`"
+		fi
+		echo
+		echo "| target | req/s | p50 ms | p99 ms | balancer CPU µs/req | errors (all rounds) |"
+		echo "|---|--:|--:|--:|--:|--:|"
+		for t in $TARGETS; do
+			echo "| $t | $(fmt "$(col http "$t" "$m" 5 | median)" '%.0f') | $(fmt "$(col http "$t" "$m" 6 | median)" '%.3f') |" \
+				"$(fmt "$(col http "$t" "$m" 7 | median)" '%.3f') | $(fmt "$(col http "$t" "$m" 8 | median)" '%.1f') |" \
+				"$(col http "$t" "$m" 9 | awk '{s+=$1} END{print s+0}') |"
+		done
+	done
+	if [[ " $TARGETS " == *" haproxy "* ]]; then
+		echo
+		echo "## Ratios against HAProxy (median of the per-round ratios)"
+		echo
+		echo "| mode | balancer | CPU/req ÷ HAProxy | req/s ÷ HAProxy |"
+		echo "|---|---|--:|--:|"
+		for m in $MODES; do
+			for t in lemonade nginx; do
+				[[ " $TARGETS " == *" $t "* ]] || continue
+				echo "| $m | $t | $(fmt "$(ratio_median http "$m" 8 "$t" haproxy)" '%.2f') | $(fmt "$(ratio_median http "$m" 5 "$t" haproxy)" '%.2f') |"
+			done
+		done
+		if ((REDIS)); then
+			for v in plain pipelined; do
+				for test in set get; do
+					for t in lemonade nginx; do
+						[[ " $TARGETS " == *" $t "* ]] || continue
+						echo "| redis $v ${test^^} | $t | $(fmt "$(ratio_median redis "$v-$test" 8 "$t" haproxy)" '%.2f') |" \
+							"$(fmt "$(ratio_median redis "$v-$test" 5 "$t" haproxy)" '%.2f') |"
+					done
+				done
+			done
+		fi
+	fi
+	if ((REDIS)); then
+		for v in plain pipelined; do
+			echo
+			if [[ $v == plain ]]; then
+				label="redis-benchmark -c $REDIS_CLIENTS -n $REDIS_N -t set|get --csv"
+			else
+				label="redis-benchmark -c $REDIS_CLIENTS -n $REDIS_PIPE_N -P $REDIS_PIPELINE -t set|get --csv"
+			fi
+			echo "## Redis, $v — \`$label\`"
+			echo
+			echo "| target | SET ops/s | GET ops/s | SET p50 ms | GET p50 ms | SET p99 ms | GET p99 ms | CPU µs/op SET | CPU µs/op GET |"
+			echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+			for t in $TARGETS; do
+				echo "| $t | $(fmt "$(col redis "$t" "$v-set" 5 | median)" '%.0f') | $(fmt "$(col redis "$t" "$v-get" 5 | median)" '%.0f') |" \
+					"$(fmt "$(col redis "$t" "$v-set" 6 | median)" '%.3f') | $(fmt "$(col redis "$t" "$v-get" 6 | median)" '%.3f') |" \
+					"$(fmt "$(col redis "$t" "$v-set" 7 | median)" '%.3f') | $(fmt "$(col redis "$t" "$v-get" 7 | median)" '%.3f') |" \
+					"$(fmt "$(col redis "$t" "$v-set" 8 | median)" '%.2f') | $(fmt "$(col redis "$t" "$v-get" 8 | median)" '%.2f') |"
+			done
+		done
+	fi
+	echo
+	echo "## Every run"
+	echo
+	echo "| kind | round | target | mode | req or ops/s | p50 ms | p99 ms | CPU µs/op | errors |"
+	echo "|---|--:|---|---|--:|--:|--:|--:|--:|"
+	awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$RAW"
+}
+
+mkdir -p "$RESULTS_DIR"
+OUT=$RESULTS_DIR/compare-$(date +%Y%m%d-%H%M%S).md
+report | tee "$OUT"
+cp "$RAW" "${OUT%.md}.tsv"
+log "written $OUT"
