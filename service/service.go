@@ -142,6 +142,13 @@ func (s *Service) HandleWork(ctx context.Context, rawQuery string) Response {
 	if err != nil {
 		return ErrorResponse(http.StatusBadRequest, err.Error())
 	}
+	return s.HandleWorkDelay(ctx, delay)
+}
+
+// HandleWorkDelay answers GET /work once the delay is known (see
+// RequestDelay): adapters that need the delay first, to decide whether to
+// watch the client connection, call it instead of HandleWork.
+func (s *Service) HandleWorkDelay(ctx context.Context, delay time.Duration) Response {
 	w, err := s.Work(ctx, delay)
 	if err != nil {
 		return ErrorResponse(StatusClientClosedRequest, "work abandoned: "+err.Error())
