@@ -5,8 +5,8 @@
 // spread across the backends, so a user can see what a balancing strategy
 // did.
 //
-// Each worker goroutine owns one http.Transport and so one connection (or a
-// new one per request with Options.NoKeepAlive). Workers record into a few
+// Each worker goroutine owns one connection (or a new one per request with
+// Options.NoKeepAlive) and sends its requests one after another. Workers record into a few
 // mutex-guarded shards of HDR histograms and counters, merged once at the
 // end; the only state shared on every request is a pair of atomic counters
 // that the progress display reads.
@@ -16,8 +16,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -65,12 +63,10 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	template, err := http.NewRequest(http.MethodGet, o.URL, nil)
+	t, err := newTarget(o)
 	if err != nil {
 		return nil, &OptionError{Option: "url", Err: err}
 	}
-	template.Header.Set("User-Agent", userAgent)
-	template.Close = o.NoKeepAlive
 
 	r := &run{o: o, highest: int64(o.Timeout + time.Second)}
 	if o.Rate > 0 {
@@ -84,27 +80,30 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		r.shards[i] = newShard(r.highest)
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
+	var runCtx context.Context
+	var cancel context.CancelFunc
 	if o.Duration > 0 {
 		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
+	} else {
+		runCtx, cancel = context.WithCancel(ctx)
 	}
 	defer cancel()
 
 	start := time.Now()
 	stopProgress := startProgress(progress, r, start)
-	workers := make([]*worker, o.Concurrency)
 	var wg sync.WaitGroup
-	for i := range workers {
-		w := newWorker(r, r.shards[i%len(r.shards)], template)
-		workers[i] = w
+	for i := range o.Concurrency {
+		w := &worker{
+			r:      r,
+			shard:  r.shards[i%len(r.shards)],
+			client: client{t: t, timeout: o.Timeout},
+			buf:    make([]byte, 4096),
+		}
 		wg.Go(func() { w.loop(runCtx) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
-	for _, w := range workers {
-		w.transport.CloseIdleConnections()
-	}
 	return r.report(elapsed, ctx.Err() != nil), nil
 }
 
@@ -166,36 +165,16 @@ func (s *shard) recordError(err error) {
 	}
 }
 
-// worker sends requests one after another on its own transport.
+// worker sends requests one after another on its own client.
 type worker struct {
-	r         *run
-	shard     *shard
-	transport *http.Transport
-	template  *http.Request
-	buf       []byte
-}
-
-func newWorker(r *run, s *shard, template *http.Request) *worker {
-	dialer := &net.Dialer{Timeout: r.o.Timeout}
-	return &worker{
-		r:     r,
-		shard: s,
-		transport: &http.Transport{
-			// No Proxy: the load goes where the user points it, whatever
-			// HTTP_PROXY says.
-			DialContext:         dialer.DialContext,
-			TLSHandshakeTimeout: r.o.Timeout,
-			DisableKeepAlives:   r.o.NoKeepAlive,
-			DisableCompression:  true,
-			MaxIdleConns:        1,
-			MaxIdleConnsPerHost: 1,
-		},
-		template: template,
-		buf:      make([]byte, 4096),
-	}
+	r      *run
+	shard  *shard
+	client client
+	buf    []byte
 }
 
 func (w *worker) loop(ctx context.Context) {
+	defer w.client.close()
 	bounded := w.r.o.Requests > 0
 	for ctx.Err() == nil {
 		if bounded && w.r.budget.Add(-1) < 0 {
@@ -211,15 +190,8 @@ func (w *worker) loop(ctx context.Context) {
 // request sends one request and records its outcome, unless ctx ended under
 // it: a request cut short by the end of the run is not a failure.
 func (w *worker) request(ctx context.Context) {
-	reqCtx, cancel := context.WithTimeout(ctx, w.r.o.Timeout)
-	defer cancel()
 	start := time.Now()
-	resp, err := w.transport.RoundTrip(w.template.WithContext(reqCtx))
-	var n int
-	if err == nil {
-		n, err = w.readBody(resp.Body)
-		resp.Body.Close()
-	}
+	status, n, err := w.client.do(ctx, &w.buf)
 	latency := time.Since(start)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -231,30 +203,7 @@ func (w *worker) request(ctx context.Context) {
 		return
 	}
 	w.r.done.Add(1)
-	w.shard.recordResponse(resp.StatusCode, serviceOf(w.buf[:n]), latency)
-}
-
-// readBody reads the whole body, keeping up to maxBody bytes in w.buf, so
-// that the connection can be reused.
-func (w *worker) readBody(body io.Reader) (int, error) {
-	n := 0
-	for {
-		if n == len(w.buf) {
-			if len(w.buf) >= maxBody {
-				_, err := io.Copy(io.Discard, body)
-				return n, err
-			}
-			w.buf = append(w.buf, make([]byte, len(w.buf))...)
-		}
-		m, err := body.Read(w.buf[n:])
-		n += m
-		if err == io.EOF { // the io.Reader contract: EOF itself, never wrapped
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
+	w.shard.recordResponse(status, serviceOf(w.buf[:n]), latency)
 }
 
 // serviceOf returns the "service" field of a JSON body, or Unknown.

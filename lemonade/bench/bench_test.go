@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math"
 	"net"
 	"net/http"
@@ -345,7 +347,7 @@ func TestErrorKinds(t *testing.T) {
 				return srv.URL
 			},
 			o:    Options{Timeout: 50 * time.Millisecond},
-			want: ErrTimeout, text: "deadline",
+			want: ErrTimeout, text: "timeout",
 		},
 		{
 			name: "other",
@@ -677,5 +679,113 @@ func BenchmarkRequest(b *testing.B) {
 	rep, err := Run(context.Background(), Options{URL: srv.URL, Concurrency: 4, Requests: b.N}, nil)
 	if err != nil || rep.Responses != int64(b.N) {
 		b.Fatal(err, rep.Responses)
+	}
+}
+
+// oneResponsePerConn serves one response on each connection and then closes
+// it without saying so (no Connection: close), like a server whose idle
+// timeout fired between two requests.
+func oneResponsePerConn(t *testing.T) (url string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Go(func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				body := workerBody("w1")
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			})
+		}
+	})
+	return "http://" + ln.Addr().String() + "/work", accepted
+}
+
+func TestServerClosesKeptAliveConnection(t *testing.T) {
+	url, accepted := oneResponsePerConn(t)
+	rep := mustRun(t, Options{URL: url, Concurrency: 2, Requests: 20})
+	if rep.Responses != 20 || rep.Errors != 0 {
+		t.Fatalf("responses %d, errors %d %+v; a request on a connection the server closed is sent again", rep.Responses, rep.Errors, rep.ErrorKinds)
+	}
+	if n := accepted.Load(); n < 20 {
+		t.Errorf("%d connections for 20 requests, one each", n)
+	}
+}
+
+func TestConnectionCloseFromServer(t *testing.T) {
+	var n atomic.Int64
+	srv, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%5 == 0 {
+			w.Header().Set("Connection", "close")
+		}
+		io.WriteString(w, workerBody("w1"))
+	}))
+	rep := mustRun(t, Options{URL: srv.URL, Concurrency: 1, Requests: 20})
+	if rep.Responses != 20 || rep.Errors != 0 {
+		t.Fatalf("responses %d, errors %d %+v", rep.Responses, rep.Errors, rep.ErrorKinds)
+	}
+	if got := ln.accepted.Load(); got != 4 {
+		t.Errorf("%d connections, want 4: a new one after each Connection: close", got)
+	}
+}
+
+func TestChunkedBody(t *testing.T) {
+	srv, _ := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"status":true,`)
+		w.(http.Flusher).Flush() // no Content-Length: chunked
+		io.WriteString(w, `"service":"chunky","duration_ms":0}`)
+	}))
+	rep := mustRun(t, Options{URL: srv.URL, Concurrency: 2, Requests: 10})
+	if backendCounts(rep)["chunky"] != 10 {
+		t.Errorf("backends %v, want chunky: 10", backendCounts(rep))
+	}
+}
+
+func TestHTTPS(t *testing.T) {
+	srv := httptest.NewUnstartedServer(&roundRobin{names: []string{"tls"}})
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the rejected handshakes below
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	// Run checks certificates: httptest's is not trusted.
+	rep := mustRun(t, Options{URL: srv.URL, Concurrency: 1, Requests: 2})
+	if rep.Errors != 2 || rep.ErrorKinds[0].Kind != ErrOther || !strings.Contains(rep.ErrorKinds[0].Example, "certificate") {
+		t.Errorf("untrusted certificate: errors %+v", rep.ErrorKinds)
+	}
+
+	// Trusting it, a client keeps one TLS connection for its requests.
+	o, err := Options{URL: srv.URL}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := newTarget(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.tls.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	c := client{t: tg, timeout: time.Second}
+	defer c.close()
+	buf := make([]byte, 16)
+	for range 3 {
+		status, n, err := c.do(context.Background(), &buf)
+		if err != nil || status != 200 || serviceOf(buf[:n]) != "tls" {
+			t.Fatalf("status %d, body %q, err %v", status, buf[:n], err)
+		}
+	}
+	if !c.reused {
+		t.Error("the TLS connection was not kept alive")
 	}
 }
