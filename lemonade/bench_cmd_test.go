@@ -7,9 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/signal"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // benchTarget answers like two demo workers behind a round-robin balancer.
@@ -107,5 +111,36 @@ func TestBenchNothingAnswers(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "connect refused: 5") || !strings.Contains(stderr, "no request got a response") {
 		t.Errorf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+}
+
+func TestBenchInterruptPrintsReport(t *testing.T) {
+	// The test's own registration keeps a stray SIGINT from killing the
+	// test binary, should it come before the command's.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	url := benchTarget(t)
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result)
+	go func() {
+		code, stdout, stderr := runBench(url, "-d", "1m", "-c", "2")
+		done <- result{code, stdout, stderr}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.code != exitOK || !strings.Contains(r.stdout, "interrupted") || !strings.Contains(r.stdout, "Backends") {
+			t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGINT did not stop lemonade bench")
 	}
 }
