@@ -28,7 +28,8 @@
 #   REDIS_N [100000]      requests per plain redis-benchmark test
 #   REDIS_PIPE_N [1000000] requests per pipelined test
 #   REDIS_CLIENTS [50] REDIS_PIPELINE [16]
-#   LEMONADE [bin/lemonade]  the binary under test
+#   LEMONADE [bin/lemonade]  the binary under test (`lemonade lb`)
+#   LEMONADE_WORKER [$LEMONADE]  the binary that runs the workers
 #   INSTALL [1]           0: never apt-get, fail if a tool is missing
 #   TW_REUSE [1]          1: set net.ipv4.tcp_tw_reuse=1 while running if it is 0
 set -euo pipefail
@@ -52,6 +53,7 @@ REDIS_PIPE_N=${REDIS_PIPE_N:-1000000}
 REDIS_CLIENTS=${REDIS_CLIENTS:-50}
 REDIS_PIPELINE=${REDIS_PIPELINE:-16}
 LEMONADE=${LEMONADE:-$ROOT/bin/lemonade}
+LEMONADE_WORKER=${LEMONADE_WORKER:-$LEMONADE}
 INSTALL=${INSTALL:-1}
 TW_REUSE=${TW_REUSE:-1}
 
@@ -97,7 +99,8 @@ install_tools() {
 install_tools
 
 [[ -x $LEMONADE ]] || die "$LEMONADE not found: run 'make build' (or set LEMONADE=path)"
-"$LEMONADE" worker --help >/dev/null 2>&1 || die "$LEMONADE has no 'worker' command: rebuild with 'make build'"
+[[ -x $LEMONADE_WORKER ]] || die "$LEMONADE_WORKER not found (LEMONADE_WORKER)"
+"$LEMONADE_WORKER" worker --help >/dev/null 2>&1 || die "$LEMONADE_WORKER has no 'worker' command: rebuild with 'make build'"
 
 # Room for two file descriptors per proxied connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -349,7 +352,8 @@ machine() {
 	echo "| kernel | $(uname -sr) |"
 	echo "| OS | $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}") |"
 	echo "| Go | $(go version 2>/dev/null | awk '{print $3}' || echo '?') |"
-	echo "| lemonade | $("$LEMONADE" version 2>/dev/null | head -1) |"
+	echo "| lemonade (balancer) | $("$LEMONADE" version 2>/dev/null | head -1) |"
+	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || echo "| lemonade (workers) | $("$LEMONADE_WORKER" version 2>/dev/null | head -1) |"
 	echo "| HAProxy | $(haproxy -v | head -1 | awk '{print $3}') |"
 	echo "| nginx | $(nginx -v 2>&1 | sed 's|.*nginx/||') |"
 	echo "| wrk | $(wrk -v 2>&1 | head -1 | awk '{print $2}') |"
@@ -374,7 +378,7 @@ log "work dir $WORK"
 # HTTP backends and balancers.
 for i in 1 2; do
 	ADDR_OF[http-worker-$i]=127.0.0.1:$(free_port)
-	start "http-worker-$i" "$LEMONADE" --log-level warn worker -f fasthttp -a "${ADDR_OF[http-worker-$i]}" -n "worker-$i" -d 0
+	start "http-worker-$i" "$LEMONADE_WORKER" --log-level warn worker -f fasthttp -a "${ADDR_OF[http-worker-$i]}" -n "worker-$i" -d 0
 done
 for i in 1 2; do
 	wait_ready "http-worker-$i" curl -fsS -m 1 "http://${ADDR_OF[http-worker-$i]}/health"
