@@ -36,7 +36,8 @@ const (
 
 const (
 	maxBody     = 64 << 10 // bytes of a body read to find its service; the rest is discarded
-	maxBackends = 64       // distinct service names tracked per shard and in the report
+	maxBackends = 32       // distinct service names tracked per shard and in the report
+	maxShards   = 8        // recorder sets, whatever the number of CPUs
 	userAgent   = "lemonade-bench"
 )
 
@@ -75,7 +76,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	r.budget.Store(int64(o.Requests))
 	// A few shards keep workers from queueing on one lock without giving
 	// every worker its own set of histograms (~130 KiB each).
-	r.shards = make([]*shard, min(o.Concurrency, 2*runtime.GOMAXPROCS(0)))
+	r.shards = make([]*shard, min(o.Concurrency, 2*runtime.GOMAXPROCS(0), maxShards))
 	for i := range r.shards {
 		r.shards[i] = newShard(r.highest)
 	}
@@ -120,17 +121,17 @@ type shard struct {
 
 func newShard(highest int64) *shard {
 	return &shard{
-		latency:  newHistogram(highest, 3),
+		latency:  newHistogram(highest),
 		status:   make(map[int]int64),
 		backends: make(map[string]*hdrhistogram.Histogram),
 		highest:  highest,
 	}
 }
 
-// newHistogram records nanoseconds from 1µs to highest with sigfigs
-// significant digits.
-func newHistogram(highest int64, sigfigs int) *hdrhistogram.Histogram {
-	return hdrhistogram.New(int64(time.Microsecond), highest, sigfigs)
+// newHistogram records nanoseconds from 1µs to highest with 3 significant
+// digits.
+func newHistogram(highest int64) *hdrhistogram.Histogram {
+	return hdrhistogram.New(int64(time.Microsecond), highest, 3)
 }
 
 func (s *shard) recordResponse(status int, service string, latency time.Duration) {
@@ -146,9 +147,7 @@ func (s *shard) recordResponse(status int, service string, latency time.Duration
 			h = s.backends[Other]
 		}
 		if h == nil {
-			// Two digits are plenty for the per-backend p50/p99 and keep
-			// each histogram near 20 KiB.
-			h = newHistogram(s.highest, 2)
+			h = newHistogram(s.highest)
 			s.backends[service] = h
 		}
 	}

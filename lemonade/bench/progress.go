@@ -97,7 +97,6 @@ func newBarView(w io.Writer, o Options) *barView {
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(barEvery / 2),
 		progressbar.OptionSetPredictTime(true),
 	}
 	max := int64(o.Duration / time.Millisecond)
@@ -109,14 +108,16 @@ func newBarView(w io.Writer, o Options) *barView {
 }
 
 func (b *barView) update(elapsed time.Duration, done, failed int64) {
+	// Set64 first: Describe draws again, with both up to date. No
+	// throttling: the ticker paces the drawing.
 	if b.o.Requests > 0 {
-		b.bar.Describe(fmt.Sprintf("%d errors", failed))
 		_ = b.bar.Set64(done)
+		b.bar.Describe(fmt.Sprintf("%d errors", failed))
 		return
 	}
+	_ = b.bar.Set64(min(int64(elapsed/time.Millisecond), int64(b.o.Duration/time.Millisecond)))
 	rate := float64(done) / elapsed.Seconds()
 	b.bar.Describe(fmt.Sprintf("%d requests (%.0f req/s), %d errors", done, rate, failed))
-	_ = b.bar.Set64(min(int64(elapsed/time.Millisecond), int64(b.o.Duration/time.Millisecond)))
 }
 
 // finish erases the bar so that the report starts on a clean line.

@@ -40,9 +40,8 @@ type Report struct {
 	Backends    []BackendSummary // responses by "service", most first; shares add up to 100
 }
 
-// Latency summarises a latency distribution. Percentiles come from an HDR
-// histogram: exact to 3 significant digits for the whole run, 2 for a
-// backend.
+// Latency summarises a latency distribution. Percentiles come from HDR
+// histograms, exact to 3 significant digits.
 type Latency struct {
 	P50, P90, P99, P999, Max, Mean time.Duration
 }
@@ -92,7 +91,7 @@ func (r *run) report(elapsed time.Duration, interrupted bool) *Report {
 		ErrorKinds:  []ErrorCount{},
 		Backends:    []BackendSummary{},
 	}
-	all := newHistogram(r.highest, 3)
+	all := newHistogram(r.highest)
 	backends := make(map[string]*hdrhistogram.Histogram)
 	var errs [len(errorKinds)]ErrorCount
 	for _, s := range r.shards {
@@ -108,7 +107,7 @@ func (r *run) report(elapsed time.Duration, interrupted bool) *Report {
 		}
 		for name, h := range s.backends {
 			if backends[name] == nil {
-				backends[name] = newHistogram(r.highest, 2)
+				backends[name] = newHistogram(r.highest)
 			}
 			backends[name].Merge(h)
 		}
@@ -138,7 +137,7 @@ func (r *run) report(elapsed time.Duration, interrupted bool) *Report {
 	if len(names) > maxBackends {
 		other := backends[Other]
 		if other == nil {
-			other = newHistogram(r.highest, 2)
+			other = newHistogram(r.highest)
 		}
 		kept := names[:0]
 		for i, name := range names {
