@@ -789,3 +789,22 @@ func TestHTTPS(t *testing.T) {
 		t.Error("the TLS connection was not kept alive")
 	}
 }
+
+func TestFmtDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0:                         "0ns",
+		999:                       "999ns",
+		1500:                      "1.500µs",
+		412345:                    "412.3µs",
+		2210 * time.Microsecond:   "2.210ms",
+		17960 * time.Microsecond:  "17.96ms",
+		170660 * time.Microsecond: "170.7ms",
+		5002 * time.Millisecond:   "5.002s",
+		125 * time.Second:         "125.0s",
+		3 * time.Hour:             "10800s",
+	} {
+		if got := fmtDuration(d); got != want {
+			t.Errorf("fmtDuration(%d) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -247,19 +247,30 @@ func (r *Report) WriteText(w io.Writer) error {
 	return tw.Flush()
 }
 
-// fmtDuration rounds d to about four significant digits: 412.3µs, 1.235ms, 2.5s.
+// fmtDuration shows d with four significant digits in a unit that keeps
+// the trailing zeros, so that columns line up: 412.3µs, 2.210ms, 17.96ms, 5.002s.
 func fmtDuration(d time.Duration) string {
 	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond).String()
-	case d >= 10*time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
-	case d >= time.Millisecond:
-		return d.Round(time.Microsecond).String()
-	case d >= 10*time.Microsecond:
-		return d.Round(100 * time.Nanosecond).String()
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d)
+	case d < time.Millisecond:
+		return fourDigits(float64(d)/float64(time.Microsecond)) + "µs"
+	case d < time.Second:
+		return fourDigits(float64(d)/float64(time.Millisecond)) + "ms"
 	}
-	return d.String()
+	return fourDigits(d.Seconds()) + "s"
+}
+
+func fourDigits(v float64) string {
+	switch {
+	case v < 10:
+		return fmt.Sprintf("%.3f", v)
+	case v < 100:
+		return fmt.Sprintf("%.2f", v)
+	case v < 1000:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 func trimFloat(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%.2f", f), ".00") }
