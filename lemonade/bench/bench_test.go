@@ -808,3 +808,16 @@ func TestFmtDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestNoErrorsAtTheEndOfARun(t *testing.T) {
+	// When the time is up, the run's context may not say so yet (its timer
+	// fires a little later) while dials already fail against its deadline:
+	// those are not errors either.
+	srv, _ := server(t, &roundRobin{names: []string{"w1"}})
+	for range 5 {
+		rep := mustRun(t, Options{URL: srv.URL, Concurrency: 3, Duration: 200 * time.Millisecond, NoKeepAlive: true})
+		if rep.Errors != 0 || rep.Responses == 0 {
+			t.Fatalf("responses %d, errors %d %+v", rep.Responses, rep.Errors, rep.ErrorKinds)
+		}
+	}
+}
