@@ -430,9 +430,9 @@ func TestDurationStopsInTime(t *testing.T) {
 	if rep.Errors != 0 {
 		t.Errorf("%d errors %+v: requests cut short by the end of the run are not errors", rep.Errors, rep.ErrorKinds)
 	}
-	// 3 workers × 2 whole requests of 200ms in 500ms.
-	if rep.Responses != 6 || rep.Interrupted {
-		t.Errorf("responses %d, interrupted %v; want 6, false", rep.Responses, rep.Interrupted)
+	// 3 workers × 2 whole requests of 200ms in 500ms, fewer on a slow machine.
+	if rep.Responses < 3 || rep.Responses > 6 || rep.Interrupted {
+		t.Errorf("responses %d, interrupted %v; want 3 to 6, false", rep.Responses, rep.Interrupted)
 	}
 	if rep.Duration != 500*time.Millisecond || rep.Planned != 0 {
 		t.Errorf("report says duration %s, planned %d", rep.Duration, rep.Planned)
@@ -592,12 +592,12 @@ func TestProgressPlain(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
-	line := regexp.MustCompile(`^bench: 1s of 1\.3s, (\d+) requests \(\d+ req/s now\), 0 errors$`)
+	line := regexp.MustCompile(`^bench: 1(\.\d)?s of 1\.3s, (\d+) requests \(\d+ req/s now\), 0 errors$`)
 	if len(lines) != 1 || !line.MatchString(lines[0]) {
 		t.Fatalf("progress:\n%s\nwant one line matching %s", progress.String(), line)
 	}
 	var n int64
-	fmt.Sscan(line.FindStringSubmatch(lines[0])[1], &n)
+	fmt.Sscan(line.FindStringSubmatch(lines[0])[2], &n)
 	if n == 0 || n > rep.Requests {
 		t.Errorf("progress said %d requests of %d", n, rep.Requests)
 	}
