@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
-	return r.report(elapsed, ctx.Err() != nil), nil
+	return r.report(elapsed, ended(ctx)), nil
 }
 
 // shard is one set of recorders; workers share it under its mutex.
