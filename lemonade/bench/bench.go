@@ -6,10 +6,10 @@
 // did.
 //
 // Each worker goroutine owns one connection (or a new one per request with
-// Options.NoKeepAlive) and sends its requests one after another. Workers record into a few
-// mutex-guarded shards of HDR histograms and counters, merged once at the
-// end; the only state shared on every request is a pair of atomic counters
-// that the progress display reads.
+// Options.NoKeepAlive) and sends its requests one after another. Workers
+// record into a few mutex-guarded shards of HDR histograms and counters,
+// merged once at the end; the only state shared on every request is a pair
+// of atomic counters that the progress display reads.
 package bench
 
 import (

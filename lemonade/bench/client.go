@@ -53,8 +53,8 @@ func newTarget(o Options) (*target, error) {
 // request and response between the caller and two goroutines per
 // connection, which doubled the CPU time per request and halved the
 // throughput a 2-core machine could generate (see docs/usage-bench.md). The
-// HTTP itself is still net/http's: Request.Write serialised the request and
-// http.ReadResponse parses every response.
+// HTTP itself is still net/http's: Request.Write serialises the request
+// once and http.ReadResponse parses every response.
 type client struct {
 	t       *target
 	timeout time.Duration
