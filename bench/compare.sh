@@ -31,6 +31,7 @@
 #   LEMONADE [bin/lemonade]  the binary under test (`lemonade lb`)
 #   LEMONADE_WORKER [$LEMONADE]  the binary that runs the workers
 #   INSTALL [1]           0: never apt-get, fail if a tool is missing
+#   KEEP_WORK [0]         1: keep the temp dir (configs, logs, raw.tsv) after a good run
 #   TW_REUSE [1]          1: set net.ipv4.tcp_tw_reuse=1 while running if it is 0
 set -euo pipefail
 
@@ -56,6 +57,7 @@ LEMONADE=${LEMONADE:-$ROOT/bin/lemonade}
 LEMONADE_WORKER=${LEMONADE_WORKER:-$LEMONADE}
 INSTALL=${INSTALL:-1}
 TW_REUSE=${TW_REUSE:-1}
+KEEP_WORK=${KEEP_WORK:-0}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -131,10 +133,11 @@ cleanup() {
 	if [[ -n $SYSCTL_RESTORE ]]; then
 		sysctl -qw "net.ipv4.tcp_tw_reuse=$SYSCTL_RESTORE" || true
 	fi
-	if ((rc == 0)); then
+	if ((rc == 0 && !KEEP_WORK)); then
 		rm -rf "$WORK"
 	else
-		echo "compare.sh: failed (exit $rc); configs and logs kept in $WORK" >&2
+		((rc == 0)) || echo "compare.sh: failed (exit $rc)" >&2
+		echo "compare.sh: configs and logs kept in $WORK" >&2
 	fi
 	exit "$rc"
 }
@@ -240,7 +243,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- results
 
-RAW=$WORK/raw.tsv # kind round target mode rps p50_ms p99_ms cpu_us_per_req errors
+RAW=$WORK/raw.tsv # kind round target mode rps p50_ms p99_ms cpu_us_per_req errors time_wait_before
 : >"$RAW"
 
 to_ms() { # wrk latency (123.45us, 1.23ms, 1.02s) -> milliseconds
@@ -284,7 +287,7 @@ http_run() {
 	errs=$(awk '/Socket errors:/{gsub(/,/,""); s+=$4+$6+$8+$10} /Non-2xx/{s+=$NF} END{print s+0}' <<<"$out")
 	[[ -n $reqs && -n $rps ]] || die "cannot read wrk output for $target ($mode): $out"
 	[[ -n $name ]] && cpu=$(cpu_per_op $((after - before)) "$reqs")
-	printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$mode" "$rps" "$p50" "$p99" "$cpu" "$errs" >>"$RAW"
+	printf 'http\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$mode" "$rps" "$p50" "$p99" "$cpu" "$errs" "$tw" >>"$RAW"
 	log "round $round $mode $target: $rps req/s, p50 ${p50}ms, p99 ${p99}ms, CPU ${cpu}µs/req, errors $errs, TIME_WAIT before $tw"
 }
 
@@ -312,7 +315,7 @@ redis_run() {
 	[[ -n $line ]] || die "cannot read redis-benchmark output for $target ($variant $test): $out"
 	IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$line"
 	[[ -n $name ]] && cpu=$(cpu_per_op $((after - before)) "$n")
-	printf 'redis\t%s\t%s\t%s-%s\t%s\t%s\t%s\t%s\t0\n' "$round" "$target" "$variant" "$test" "$rps" "$p50" "$p99" "$cpu" >>"$RAW"
+	printf 'redis\t%s\t%s\t%s-%s\t%s\t%s\t%s\t%s\t0\t-\n' "$round" "$target" "$variant" "$test" "$rps" "$p50" "$p99" "$cpu" >>"$RAW"
 	log "round $round redis $variant $test $target: $rps ops/s, p50 ${p50}ms, CPU ${cpu}µs/op"
 }
 
@@ -358,6 +361,7 @@ machine() {
 	echo "| nginx | $(nginx -v 2>&1 | sed 's|.*nginx/||') |"
 	echo "| wrk | $(wrk -v 2>&1 | head -1 | awk '{print $2}') |"
 	echo "| redis | $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') |"
+	echo "| load average at start | $LOADAVG_START |"
 	echo "| net.ipv4.tcp_tw_reuse | $(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo '?') (during the run) |"
 }
 
@@ -373,6 +377,7 @@ if ((TW_REUSE)) && [[ $(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null || echo x) =
 fi
 
 START_TIME=$(date +%s)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "work dir $WORK"
 
 # HTTP backends and balancers.
@@ -520,9 +525,9 @@ report() {
 	echo
 	echo "## Every run"
 	echo
-	echo "| kind | round | target | mode | req or ops/s | p50 ms | p99 ms | CPU µs/op | errors |"
-	echo "|---|--:|---|---|--:|--:|--:|--:|--:|"
-	awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$RAW"
+	echo "| kind | round | target | mode | req or ops/s | p50 ms | p99 ms | CPU µs/op | errors | TIME_WAIT sockets before |"
+	echo "|---|--:|---|---|--:|--:|--:|--:|--:|--:|"
+	awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}' "$RAW"
 }
 
 mkdir -p "$RESULTS_DIR"
