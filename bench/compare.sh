@@ -452,7 +452,10 @@ report() {
 	local m t label
 	echo "# Lemonade vs HAProxy vs nginx — $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "Command: \`ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
+	local bins=""
+	[[ $LEMONADE == "$ROOT/bin/lemonade" ]] || bins+="LEMONADE=$LEMONADE "
+	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || bins+="LEMONADE_WORKER=$LEMONADE_WORKER "
+	echo "Command: \`${bins}ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
 	echo
 	machine
 	echo
