@@ -50,6 +50,7 @@ type CLI struct {
 
 	Worker       WorkerCmd       `cmd:"" aliases:"w" help:"Run a demo worker (GET /health, GET /work) on one of the web frameworks."`
 	LoadBalancer LoadBalancerCmd `cmd:"" name:"load-balancer" aliases:"lb" help:"Run the TCP load balancer."`
+	Demo         DemoCmd         `cmd:"" help:"Run the whole system in one process: a worker of every framework behind the balancer."`
 	Bench        BenchCmd        `cmd:"" help:"Generate HTTP load and show what the balancer did."`
 	Version      VersionCmd      `cmd:"" help:"Print the version."`
 }

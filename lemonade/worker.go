@@ -1,10 +1,77 @@
 package main
 
+import (
+	"context"
+	"net"
+	"sort"
+
+	"github.com/lemonade-lb/lemonade/service"
+	workerecho "github.com/lemonade-lb/lemonade/worker-echo"
+	workerfasthttp "github.com/lemonade-lb/lemonade/worker-fasthttp"
+	workergin "github.com/lemonade-lb/lemonade/worker-gin"
+	workernethttp "github.com/lemonade-lb/lemonade/worker-nethttp"
+)
+
+// serveFunc serves the worker HTTP API on ln until ctx ends.
+type serveFunc func(ctx context.Context, ln net.Listener, cfg service.Config) error
+
+// frameworks maps each --framework name to its worker.
+var frameworks = map[string]serveFunc{
+	"nethttp":  workernethttp.Serve,
+	"gin":      workergin.Serve,
+	"echo":     workerecho.Serve,
+	"fasthttp": workerfasthttp.Serve,
+	"fiber":    workerfasthttp.ServeFiber,
+}
+
+// frameworkNames lists the frameworks in the order the demo starts them.
+var frameworkNames = []string{"nethttp", "gin", "echo", "fasthttp", "fiber"}
+
+func init() {
+	// One list: the names above must be exactly the map's keys.
+	keys := make([]string, 0, len(frameworks))
+	for k := range frameworks {
+		keys = append(keys, k)
+	}
+	sorted := append([]string(nil), frameworkNames...)
+	sort.Strings(keys)
+	sort.Strings(sorted)
+	for i := range keys {
+		if keys[i] != sorted[i] {
+			panic("frameworkNames and frameworks disagree")
+		}
+	}
+}
+
 // WorkerCmd runs one demo worker.
 type WorkerCmd struct {
-	Framework string `short:"f" required:"" help:"Web framework: nethttp, gin, echo, fasthttp or fiber."`
+	Framework string `short:"f" required:"" enum:"nethttp,gin,echo,fasthttp,fiber" help:"Web framework: ${enum}."`
 	Config    string `short:"c" help:"Config file (.json, .toml, .yaml or .yml)." placeholder:"FILE"`
 	Address   string `short:"a" help:"Listen address (default 127.0.0.1:50200)." placeholder:"ADDR"`
 	Name      string `short:"n" help:"Service name reported in responses (default lemonade-worker)."`
 	Delay     string `short:"d" help:"Work delay: integer milliseconds or a duration like 20ms (default 20)." placeholder:"MS"`
+}
+
+// Run implements the command.
+func (c *WorkerCmd) Run(g *Globals) error {
+	cfg, err := service.Load(service.Flags{Config: c.Config, Address: c.Address, Name: c.Name, Delay: c.Delay})
+	if err != nil {
+		return usageError{err}
+	}
+	log, err := g.Logger()
+	if err != nil {
+		return err
+	}
+	ln, err := service.Listen(cfg.ListenAddress)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(log)
+	defer stop()
+	log.Info("worker started", "framework", c.Framework, "address", ln.Addr().String(), "name", cfg.ServiceName, "delay", cfg.WorkDelay)
+	if err := frameworks[c.Framework](ctx, ln, cfg); err != nil {
+		return err
+	}
+	log.Info("worker stopped", "framework", c.Framework, "name", cfg.ServiceName)
+	return nil
 }

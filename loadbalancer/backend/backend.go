@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +22,6 @@ const ewmaAlpha = 0.2
 type Backend struct {
 	ID      int
 	Address string
-	// AddrPort is Address parsed, when it is an IP literal; the proxy then
-	// dials it without going through the resolver. Zero for host names.
-	AddrPort netip.AddrPort
 
 	name   atomic.Pointer[string]
 	weight atomic.Int32
@@ -56,7 +52,6 @@ type Backend struct {
 // New returns a Backend that is up, with weight clamped to at least 1.
 func New(id int, name, address string, weight int) *Backend {
 	b := &Backend{ID: id, Address: address, links: map[io.Closer]struct{}{}}
-	b.AddrPort, _ = netip.ParseAddrPort(address)
 	b.SetName(name)
 	b.SetWeight(weight)
 	b.up.Store(true)

@@ -6,10 +6,8 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,8 +34,7 @@ type Settings struct {
 	// Retries is how many more backends are tried after a failed dial.
 	Retries int
 	// IdleTimeout closes a connection with no bytes either way for this long.
-	// 0 = never. When set, bytes are copied in user space so activity can be
-	// seen; when 0, the kernel splices them.
+	// 0 = never.
 	IdleTimeout time.Duration
 }
 
@@ -191,7 +188,9 @@ func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPCon
 	if t == nil {
 		return nil, nil
 	}
-	d := net.Dialer{Timeout: set.ConnectTimeout}
+	// KeepAlive -1: no TCP keep-alive probes (four setsockopt calls per
+	// connection); idle connections are the idle timeout's business.
+	d := net.Dialer{Timeout: set.ConnectTimeout, KeepAlive: -1}
 	for range set.Retries + 1 {
 		b := t.Strategy.Pick(t.Backends)
 		if b == nil {
@@ -212,11 +211,10 @@ func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPCon
 	return nil, nil
 }
 
-// dial connects to b, skipping the resolver when its address is an IP literal.
+// dial connects to b. No local address is given: binding one first would make
+// every backend connection take a port that is free for all destinations,
+// and a host short of ports would then fail every dial.
 func dial(d *net.Dialer, b *backend.Backend) (*net.TCPConn, error) {
-	if b.AddrPort.IsValid() {
-		return d.DialTCP(context.Background(), "tcp", netip.AddrPort{}, b.AddrPort)
-	}
 	c, err := d.Dial("tcp", b.Address)
 	if err != nil {
 		return nil, err
@@ -225,11 +223,11 @@ func dial(d *net.Dialer, b *backend.Backend) (*net.TCPConn, error) {
 }
 
 // link is one proxied connection: the client side, the backend side, and the
-// time the client's first bytes arrived (for the response-time sample).
+// times that the response-time sample and the idle timeout need.
 type link struct {
 	client, server *net.TCPConn
-	firstIn        atomic.Int64 // unix ns
-	lastActive     atomic.Int64 // unix ns; only kept with an idle timeout
+	firstIn        atomic.Int64 // unix ns when the client's first bytes arrived
+	lastActive     atomic.Int64 // unix ns; kept only with an idle timeout
 }
 
 // Close aborts both sides; the copies then end with an error.
@@ -239,9 +237,18 @@ func (l *link) Close() error {
 	return nil
 }
 
+func (l *link) touch() { l.lastActive.Store(time.Now().UnixNano()) }
+
+func (l *link) activeWithin(d time.Duration) bool {
+	return time.Since(time.Unix(0, l.lastActive.Load())) < d
+}
+
 // run copies both ways until both directions are done and returns the bytes
 // moved client→backend and backend→client.
 func (l *link) run(b *backend.Backend, idle time.Duration) (in, out int64) {
+	if idle > 0 {
+		l.touch()
+	}
 	done := make(chan int64, 1)
 	go func() { done <- l.upstream(idle) }()
 	out = l.downstream(b, idle)
@@ -253,12 +260,7 @@ func (l *link) run(b *backend.Backend, idle time.Duration) (in, out int64) {
 // upstream copies client → backend. On the client's EOF it half-closes the
 // backend side and lets the other direction finish; on an error it aborts both.
 func (l *link) upstream(idle time.Duration) int64 {
-	if err := waitReadable(l.client); err != nil {
-		l.Close()
-		return 0
-	}
-	l.firstIn.Store(time.Now().UnixNano())
-	n, err := l.copy(l.server, l.client, idle)
+	n, err := copyConn(l.server, l.client, l, idle, func() { l.firstIn.Store(time.Now().UnixNano()) })
 	if err != nil {
 		l.Close()
 	} else {
@@ -267,72 +269,21 @@ func (l *link) upstream(idle time.Duration) int64 {
 	return n
 }
 
-// downstream copies backend → client, first taking the response-time sample:
-// from the client's first bytes to the backend's first bytes (TTFB).
+// downstream copies backend → client, taking the response-time sample when
+// the backend's first bytes arrive: the time since the client's first bytes
+// (TTFB), not counting the client's think time before it.
 func (l *link) downstream(b *backend.Backend, idle time.Duration) int64 {
-	if err := waitReadable(l.server); err != nil {
-		l.Close()
-		return 0
-	}
-	if t0 := l.firstIn.Load(); t0 != 0 { // 0: the backend spoke first
-		b.ObserveLatency(time.Duration(time.Now().UnixNano() - t0))
-	}
-	n, err := l.copy(l.client, l.server, idle)
+	n, err := copyConn(l.client, l.server, l, idle, func() {
+		if t0 := l.firstIn.Load(); t0 != 0 { // 0: the backend spoke first
+			b.ObserveLatency(time.Duration(time.Now().UnixNano() - t0))
+		}
+	})
 	if err != nil {
 		l.Close()
 	} else {
 		l.client.CloseWrite()
 	}
 	return n
-}
-
-func (l *link) copy(dst, src *net.TCPConn, idle time.Duration) (int64, error) {
-	if idle <= 0 {
-		return io.Copy(dst, src) // both *net.TCPConn: splice(2) on Linux
-	}
-	return l.copyWatchingIdle(dst, src, idle)
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copyWatchingIdle copies in user space so that each read can refresh the
-// shared activity time; a read that times out ends the copy only if neither
-// direction moved a byte for idle.
-func (l *link) copyWatchingIdle(dst, src *net.TCPConn, idle time.Duration) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	var total int64
-	l.lastActive.CompareAndSwap(0, time.Now().UnixNano())
-	for {
-		src.SetReadDeadline(time.Now().Add(idle))
-		n, err := src.Read(buf)
-		if n > 0 {
-			l.lastActive.Store(time.Now().UnixNano())
-			w, werr := dst.Write(buf[:n])
-			total += int64(w)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, io.EOF):
-			return total, nil
-		case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-			if time.Since(time.Unix(0, l.lastActive.Load())) < idle {
-				continue // the other direction was busy
-			}
-			return total, err
-		default:
-			return total, err
-		}
-	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // gate is the max_connections cap: the accept loops take a slot before

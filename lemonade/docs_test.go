@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+)
+
+// fencedBlocks returns the bodies of the ```lang blocks of a Markdown file.
+func fencedBlocks(t *testing.T, path, lang string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)```" + lang + "\n(.*?)```")
+	var blocks []string
+	for _, m := range re.FindAllStringSubmatch(string(data), -1) {
+		blocks = append(blocks, m[1])
+	}
+	return blocks
+}
+
+// Examples that rot are bugs: every YAML config in the README loads.
+func TestReadmeConfigExamplesLoad(t *testing.T) {
+	blocks := fencedBlocks(t, "../README.md", "yaml")
+	if len(blocks) == 0 {
+		t.Fatal("no yaml example in README.md")
+	}
+	for i, b := range blocks {
+		if _, err := config.Parse([]byte(b), "yaml", "README.md yaml block"); err != nil {
+			t.Errorf("README.md yaml block %d: %v", i+1, err)
+		}
+	}
+}
+
+// Every command of the README's usage block exists with the flags it shows.
+func TestReadmeUsageMatchesTheCLI(t *testing.T) {
+	var usage string
+	for _, b := range fencedBlocks(t, "../README.md", "text") {
+		if strings.Contains(b, "lemonade worker") {
+			usage = b
+		}
+	}
+	if usage == "" {
+		t.Fatal("no usage block in README.md")
+	}
+	flag := regexp.MustCompile(`--[a-z-]+`)
+	for _, line := range strings.Split(strings.TrimSpace(usage), "\n") {
+		fields := strings.Fields(line)
+		cmd := strings.Split(fields[1], "|")[0]
+		code, out, _ := runLemonade(t, nil, cmd, "--help")
+		if code != 0 {
+			t.Errorf("lemonade %s --help: exit %d", cmd, code)
+			continue
+		}
+		for _, f := range flag.FindAllString(line, -1) {
+			if !strings.Contains(out, f) {
+				t.Errorf("README shows %s for %q, the CLI has no such flag", f, cmd)
+			}
+		}
+	}
+}
