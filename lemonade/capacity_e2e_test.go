@@ -105,7 +105,10 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		clients = append(clients, c)
 		// Pace the opening so no accept backlog (4096 here) overflows into
 		// SYN retransmits: this measures holding connections, not a burst.
-		for i%500 == 499 && accepted.Load() < int64(i)-500 {
+		for wait := time.Now(); i%500 == 499 && accepted.Load() < int64(i)-500; {
+			if time.Since(wait) > 30*time.Second {
+				t.Fatalf("backend has %d connections of %d opened, after 30s", accepted.Load()-1, i+1)
+			}
 			time.Sleep(time.Millisecond)
 		}
 	}

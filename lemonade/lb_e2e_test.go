@@ -138,7 +138,7 @@ func TestKilledWorkerCostsNoConnectionAndComesBack(t *testing.T) {
 	// balancer cannot replay them); what must not fail is any request that
 	// starts after the worker is gone.
 	var ok, inFlightLost atomic.Int64
-	var lastTwo atomic.Int64 // unix ns of the last answer from "two"
+	var lastTwo atomic.Int64 // unix ns when the last request answered by "two" began
 	var killedAt atomic.Int64
 	var mu sync.Mutex
 	var errs []string
@@ -169,7 +169,7 @@ func TestKilledWorkerCostsNoConnectionAndComesBack(t *testing.T) {
 				}
 				ok.Add(1)
 				if strings.Contains(body, `"two"`) {
-					lastTwo.Store(time.Now().UnixNano())
+					lastTwo.Store(began)
 				}
 			}
 		}()
