@@ -6,6 +6,7 @@ package strategy
 
 import (
 	"fmt"
+	"iter"
 	"strings"
 	"sync/atomic"
 
@@ -93,6 +94,26 @@ type rotation struct{ n atomic.Uint64 }
 
 func (r *rotation) start(n int) int { return int(r.n.Add(1) % uint64(n)) }
 
+// window yields the eligible backends among scanWindow positions of pool from
+// start (wrapping), going further only until it has yielded one.
+func window(pool []*backend.Backend, start int) iter.Seq[*backend.Backend] {
+	return func(yield func(*backend.Backend) bool) {
+		n, found := len(pool), false
+		for step := 0; step < n && (step < scanWindow || !found); step++ {
+			i := start + step
+			if i >= n {
+				i -= n
+			}
+			if b := pool[i]; b.Eligible() {
+				found = true
+				if !yield(b) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // RoundRobin rotates exactly over the eligible backends.
 type RoundRobin struct{ c cursor }
 
@@ -173,21 +194,9 @@ func (l *LeastConnections) Pick(pool []*backend.Backend) *backend.Backend {
 	if n == 0 {
 		return nil
 	}
-	start := l.r.start(n)
 	var best *backend.Backend
 	var bestActive, bestWeight int64
-	for step := range n {
-		if step >= scanWindow && best != nil {
-			break
-		}
-		i := start + step
-		if i >= n {
-			i -= n
-		}
-		b := pool[i]
-		if !b.Eligible() {
-			continue
-		}
+	for b := range window(pool, l.r.start(n)) {
 		a, w := b.Active(), int64(b.Weight())
 		// a/w < bestActive/bestWeight, without division.
 		if best == nil || a*bestWeight < bestActive*w {
@@ -208,21 +217,9 @@ func (f *FastestResponseTime) Pick(pool []*backend.Backend) *backend.Backend {
 	if n == 0 {
 		return nil
 	}
-	start := f.r.start(n)
 	var best *backend.Backend
 	var bestLatency float64
-	for step := range n {
-		if step >= scanWindow && best != nil {
-			break
-		}
-		i := start + step
-		if i >= n {
-			i -= n
-		}
-		b := pool[i]
-		if !b.Eligible() {
-			continue
-		}
+	for b := range window(pool, f.r.start(n)) {
 		lat, measured := b.Latency()
 		if !measured {
 			return b
@@ -255,31 +252,16 @@ func (a *Adaptive) Pick(pool []*backend.Backend) *backend.Backend {
 	if n == 0 {
 		return nil
 	}
+	// Both passes (maxima, then scores) cover the same window.
 	start := a.r.start(n)
-	// The window: scanWindow backends from start, stretched until it holds an
-	// eligible one. Both passes (maxima, then scores) cover the same window.
 	var maxLoad, maxLat float64
-	window, found := 0, false
-	for ; window < n && (window < scanWindow || !found); window++ {
-		b := pool[(start+window)%n]
-		if !b.Eligible() {
-			continue
-		}
-		found = true
+	for b := range window(pool, start) {
 		maxLoad = max(maxLoad, load(b))
 		maxLat = max(maxLat, latencyScore(b))
 	}
 	var best *backend.Backend
 	var bestScore float64
-	for step := range window {
-		i := start + step
-		if i >= n {
-			i -= n
-		}
-		b := pool[i]
-		if !b.Eligible() {
-			continue
-		}
+	for b := range window(pool, start) {
 		score := a.Weights.ErrorWeight * b.ErrorRate()
 		if maxLoad > 0 {
 			score += a.Weights.ConnectionWeight * load(b) / maxLoad
