@@ -99,3 +99,40 @@ func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 			return err
 		})
 }
+
+// Run validates cfg, listens on cfg.ListenAddress and calls serve with that
+// listener: it is every adapter's Run, given the adapter's Serve. Its errors
+// name the setting or the address; serve is not called when either is bad.
+func Run(ctx context.Context, cfg Config, serve func(context.Context, net.Listener, Config) error) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := Listen(cfg.ListenAddress)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, ln, cfg)
+}
+
+// ServeLogged runs serve, logging at debug level that the worker of
+// framework serves cfg on ln, and then that it stopped and why. It returns
+// serve's error.
+func ServeLogged(framework string, ln net.Listener, cfg Config, serve func() error) error {
+	log := slog.Default().With("framework", framework, "address", ln.Addr().String(), "service", cfg.ServiceName)
+	log.Debug("worker serving")
+	err := serve()
+	log.Debug("worker stopped", "error", err)
+	return err
+}
+
+// ServeHandler is the Serve of an adapter whose handler is an http.Handler:
+// it builds the handler with newHandler (closing ln if cfg is refused) and
+// serves it on ln with ServeHTTP until ctx ends, logged by ServeLogged.
+func ServeHandler[H http.Handler](ctx context.Context, ln net.Listener, cfg Config, framework string, newHandler func(Config) (H, error)) error {
+	h, err := newHandler(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return ServeLogged(framework, ln, cfg, func() error { return ServeHTTP(ctx, ln, h) })
+}

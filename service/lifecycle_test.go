@@ -83,3 +83,52 @@ func TestListen(t *testing.T) {
 	}
 	var _ net.Listener = ln
 }
+
+func TestRun(t *testing.T) {
+	// Refused before serve: a bad setting, a bad address, a busy address.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{ListenAddress: "127.0.0.1:0", ServiceName: "x", WorkDelay: -1}, "work delay"},
+		{Config{ListenAddress: "127.0.0.1:0"}, "service name"},
+		{Config{ListenAddress: "nope", ServiceName: "x"}, `"nope"`},
+		{Config{ListenAddress: busy.Addr().String(), ServiceName: "x"}, busy.Addr().String()},
+	} {
+		err := Run(context.Background(), tc.cfg, func(context.Context, net.Listener, Config) error {
+			t.Errorf("Run(%+v) called serve", tc.cfg)
+			return nil
+		})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run(%+v) = %v; want an error naming %s", tc.cfg, err, tc.want)
+		}
+	}
+
+	// Accepted: serve gets ctx, cfg and a listener on the address, and its
+	// error is Run's.
+	type key struct{}
+	ctx := context.WithValue(context.Background(), key{}, "ctx")
+	cfg := Config{ListenAddress: "127.0.0.1:0", ServiceName: "x"}
+	boom := errors.New("boom")
+	err = Run(ctx, cfg, func(c context.Context, ln net.Listener, got Config) error {
+		defer ln.Close()
+		if c.Value(key{}) != "ctx" {
+			t.Error("serve did not get Run's context")
+		}
+		if got != cfg {
+			t.Errorf("serve got %+v; want %+v", got, cfg)
+		}
+		if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() || a.Port == 0 {
+			t.Errorf("serve got a listener on %v; want one on 127.0.0.1", ln.Addr())
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Run = %v; want serve's error", err)
+	}
+}

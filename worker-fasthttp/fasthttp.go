@@ -94,6 +94,38 @@ const (
 // down gracefully: requests in flight may finish for up to
 // service.ShutdownTimeout. It returns nil after a clean shutdown.
 func Serve(ctx context.Context, ln net.Listener, cfg service.Config) error {
+	return serveFast(ctx, ln, cfg, Framework, func(svc *service.Service, base context.Context) fastServer {
+		srv := &fasthttp.Server{
+			Handler:               newHandler(svc, base),
+			NoDefaultServerHeader: true, // the net/http based workers send none either
+			ReadTimeout:           readTimeout,
+			IdleTimeout:           idleTimeout,
+			CloseOnShutdown:       true,
+			Logger:                debugLogger{},
+		}
+		return fastServer{serve: srv.Serve, shutdown: srv.ShutdownWithContext}
+	})
+}
+
+// Run listens on cfg.ListenAddress and serves there with fasthttp until ctx
+// ends (see Serve).
+func Run(ctx context.Context, cfg service.Config) error {
+	return service.Run(ctx, cfg, Serve)
+}
+
+// fastServer is the lifecycle of a fasthttp based server (fasthttp's own or
+// fiber's): serve blocks on a listener, shutdown stops it gracefully.
+type fastServer struct {
+	serve    func(net.Listener) error
+	shutdown func(context.Context) error
+}
+
+// serveFast is the Serve of both fasthttp based servers. It builds the
+// server with newServer (closing ln if cfg is refused) and serves on ln until
+// ctx ends; base, the parent of every /work context, is cancelled when the
+// graceful shutdown fails, because fasthttp cannot close busy connections.
+func serveFast(ctx context.Context, ln net.Listener, cfg service.Config, framework string,
+	newServer func(svc *service.Service, base context.Context) fastServer) error {
 	svc, err := service.New(cfg)
 	if err != nil {
 		ln.Close()
@@ -101,40 +133,18 @@ func Serve(ctx context.Context, ln net.Listener, cfg service.Config) error {
 	}
 	base, abort := context.WithCancel(context.Background())
 	defer abort()
-	srv := &fasthttp.Server{
-		Handler:               newHandler(svc, base),
-		NoDefaultServerHeader: true, // the net/http based workers send none either
-		ReadTimeout:           readTimeout,
-		IdleTimeout:           idleTimeout,
-		CloseOnShutdown:       true,
-		Logger:                debugLogger{},
-	}
-	log := slog.Default().With("framework", Framework, "address", ln.Addr().String(), "service", cfg.ServiceName)
-	log.Debug("worker serving")
-	err = service.ServeUntilDone(ctx, service.ShutdownTimeout,
-		func() error { return srv.Serve(ln) },
-		func(ctx context.Context) error {
-			err := srv.ShutdownWithContext(ctx)
-			if err != nil {
-				abort() // fasthttp cannot close busy connections; end their waits instead
-			}
-			return err
-		})
-	log.Debug("worker stopped", "error", err)
-	return err
-}
-
-// Run listens on cfg.ListenAddress and serves there with fasthttp until ctx
-// ends (see Serve).
-func Run(ctx context.Context, cfg service.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ln, err := service.Listen(cfg.ListenAddress)
-	if err != nil {
-		return err
-	}
-	return Serve(ctx, ln, cfg)
+	srv := newServer(svc, base)
+	return service.ServeLogged(framework, ln, cfg, func() error {
+		return service.ServeUntilDone(ctx, service.ShutdownTimeout,
+			func() error { return srv.serve(ln) },
+			func(ctx context.Context) error {
+				err := srv.shutdown(ctx)
+				if err != nil {
+					abort() // end the waits of the connections still busy
+				}
+				return err
+			})
+	})
 }
 
 // debugLogger sends fasthttp's messages (mostly connections a client broke)

@@ -3,7 +3,6 @@ package workerfasthttp
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 
@@ -81,38 +80,14 @@ func writeFiber(c *fiber.Ctx, res service.Response) error {
 // down gracefully: requests in flight may finish for up to
 // service.ShutdownTimeout. It returns nil after a clean shutdown.
 func ServeFiber(ctx context.Context, ln net.Listener, cfg service.Config) error {
-	svc, err := service.New(cfg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	base, abort := context.WithCancel(context.Background())
-	defer abort()
-	app := newApp(svc, base)
-	log := slog.Default().With("framework", FrameworkFiber, "address", ln.Addr().String(), "service", cfg.ServiceName)
-	log.Debug("worker serving")
-	err = service.ServeUntilDone(ctx, service.ShutdownTimeout,
-		func() error { return app.Listener(ln) },
-		func(ctx context.Context) error {
-			err := app.ShutdownWithContext(ctx)
-			if err != nil {
-				abort()
-			}
-			return err
-		})
-	log.Debug("worker stopped", "error", err)
-	return err
+	return serveFast(ctx, ln, cfg, FrameworkFiber, func(svc *service.Service, base context.Context) fastServer {
+		app := newApp(svc, base)
+		return fastServer{serve: app.Listener, shutdown: app.ShutdownWithContext}
+	})
 }
 
 // RunFiber listens on cfg.ListenAddress and serves there with fiber until
 // ctx ends (see ServeFiber).
 func RunFiber(ctx context.Context, cfg service.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ln, err := service.Listen(cfg.ListenAddress)
-	if err != nil {
-		return err
-	}
-	return ServeFiber(ctx, ln, cfg)
+	return service.Run(ctx, cfg, ServeFiber)
 }

@@ -5,7 +5,6 @@ package workergin
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 
@@ -60,29 +59,13 @@ func write(c *gin.Context, res service.Response) {
 // requests in flight may finish for up to service.ShutdownTimeout. It returns
 // nil after a clean shutdown.
 func Serve(ctx context.Context, ln net.Listener, cfg service.Config) error {
-	e, err := Handler(cfg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	log := slog.Default().With("framework", Framework, "address", ln.Addr().String(), "service", cfg.ServiceName)
-	log.Debug("worker serving")
-	err = service.ServeHTTP(ctx, ln, e)
-	log.Debug("worker stopped", "error", err)
-	return err
+	return service.ServeHandler(ctx, ln, cfg, Framework, Handler)
 }
 
 // Run listens on cfg.ListenAddress and serves there until ctx ends (see
 // Serve).
 func Run(ctx context.Context, cfg service.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ln, err := service.Listen(cfg.ListenAddress)
-	if err != nil {
-		return err
-	}
-	return Serve(ctx, ln, cfg)
+	return service.Run(ctx, cfg, Serve)
 }
 
 var _ http.Handler = (*gin.Engine)(nil)

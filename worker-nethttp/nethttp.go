@@ -5,7 +5,6 @@ package workernethttp
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 
@@ -78,27 +77,11 @@ func instrument(svc *service.Service, next http.Handler) http.Handler {
 // requests in flight may finish for up to service.ShutdownTimeout. It returns
 // nil after a clean shutdown.
 func Serve(ctx context.Context, ln net.Listener, cfg service.Config) error {
-	h, err := Handler(cfg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	log := slog.Default().With("framework", Framework, "address", ln.Addr().String(), "service", cfg.ServiceName)
-	log.Debug("worker serving")
-	err = service.ServeHTTP(ctx, ln, h)
-	log.Debug("worker stopped", "error", err)
-	return err
+	return service.ServeHandler(ctx, ln, cfg, Framework, Handler)
 }
 
 // Run listens on cfg.ListenAddress and serves there until ctx ends (see
 // Serve).
 func Run(ctx context.Context, cfg service.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ln, err := service.Listen(cfg.ListenAddress)
-	if err != nil {
-		return err
-	}
-	return Serve(ctx, ln, cfg)
+	return service.Run(ctx, cfg, Serve)
 }

@@ -6,6 +6,14 @@
 //		target := servicetest.Start(t, servicetest.Config("worker-x"), workerx.Serve)
 //		servicetest.Run(t, target)
 //	}
+//
+// Adapter runs it together with the other checks every adapter shares
+// (graceful shutdown, a refused config, Run on an address); Handler and
+// BenchmarkHandler check an http.Handler based adapter in process:
+//
+//	func TestAdapter(t *testing.T)           { servicetest.Adapter(t, workerx.Framework, workerx.Serve, workerx.Run) }
+//	func TestHandlerInProcess(t *testing.T)  { servicetest.Handler(t, workerx.Handler) }
+//	func BenchmarkWorkNoDelay(b *testing.B) { servicetest.BenchmarkHandler(b, workerx.Handler) }
 package servicetest
 
 import (
@@ -61,16 +69,26 @@ func Start(t testing.TB, cfg service.Config, serve ServeFunc) Target {
 	go func() { done <- serve(ctx, ln, cfg) }()
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve returned %v after a clean stop; want nil", err)
-			}
-		case <-time.After(stopTimeout):
-			t.Errorf("serve still running %s after its context ended", stopTimeout)
+		if err := awaitStop(done, "serve"); err != "" {
+			t.Error(err)
 		}
 	})
 	return Target{URL: "http://" + ln.Addr().String(), Name: cfg.ServiceName, Delay: cfg.WorkDelay}
+}
+
+// awaitStop waits for a serve or a run, whose context has ended, to return
+// nil. It says what went wrong instead: another error, or still running
+// after stopTimeout.
+func awaitStop(done <-chan error, what string) string {
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Sprintf("%s returned %v after its context ended; want nil", what, err)
+		}
+		return ""
+	case <-time.After(stopTimeout):
+		return fmt.Sprintf("%s still running %s after its context ended", what, stopTimeout)
+	}
 }
 
 // client talks to one target; its transport is closed at the end of the
@@ -489,13 +507,8 @@ func Shutdown(t *testing.T, serve ServeFunc) {
 	if res.r.status != 200 || string(res.r.body) != want {
 		t.Fatalf("request in flight during shutdown: %d %q; want 200 %q", res.r.status, res.r.body, want)
 	}
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("serve returned %v after a graceful stop; want nil", err)
-		}
-	case <-time.After(stopTimeout):
-		t.Fatalf("serve still running %s after its context ended", stopTimeout)
+	if err := awaitStop(served, "serve"); err != "" {
+		t.Fatal(err)
 	}
 	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		conn.Close()

@@ -14,14 +14,14 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// reference is the smallest correct adapter, on net/http with a hand
+// referenceHandler is the smallest correct adapter, on net/http with a hand
 // dispatch: it checks the suite itself, with no framework in the way.
-func reference(ctx context.Context, ln net.Listener, cfg service.Config) error {
+func referenceHandler(cfg service.Config) (http.Handler, error) {
 	svc, err := service.New(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := svc.StartRequest()
 		var res service.Response
 		switch route := r.URL.Path; {
@@ -43,17 +43,25 @@ func reference(ctx context.Context, ln net.Listener, cfg service.Config) error {
 		w.WriteHeader(res.Status)
 		_, _ = w.Write(res.Body)
 		svc.EndRequest(r.URL.Path, res.Status, start)
-	})
-	return service.ServeHTTP(ctx, ln, h)
+	}), nil
 }
 
-func TestReferenceConforms(t *testing.T) {
-	servicetest.Run(t, servicetest.Start(t, servicetest.Config("reference"), reference))
+// reference and referenceRun are the reference adapter's Serve and Run.
+func reference(ctx context.Context, ln net.Listener, cfg service.Config) error {
+	return service.ServeHandler(ctx, ln, cfg, "reference", referenceHandler)
 }
 
-func TestReferenceShutsDownGracefully(t *testing.T) {
-	servicetest.Shutdown(t, reference)
+func referenceRun(ctx context.Context, cfg service.Config) error {
+	return service.Run(ctx, cfg, reference)
 }
+
+func TestReferenceAdapter(t *testing.T) {
+	servicetest.Adapter(t, "reference", reference, referenceRun)
+}
+
+func TestReferenceHandler(t *testing.T) { servicetest.Handler(t, referenceHandler) }
+
+func BenchmarkReferenceHandler(b *testing.B) { servicetest.BenchmarkHandler(b, referenceHandler) }
 
 func TestNamesNeedingEscapes(t *testing.T) {
 	servicetest.Run(t, servicetest.Start(t, servicetest.Config(`odd "name" <&>`), reference))
