@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -57,32 +55,15 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Logf("open-file hard limit %d per process: holding %d connections (2 descriptors each in the balancer)", lim.Max, conns)
 	}
 
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	defer func() { backend.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			wg.Add(1)
-			// A plain copy: io.Copy(c, c) would splice through two pipes (four
-			// descriptors) per connection and run this process out of them.
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}) }()
-		}
-	}()
+	// A plain copy: io.Copy(c, c) would splice through two pipes (four
+	// descriptors) per connection and run this process out of them.
+	backendAddr, accepted := tcpServer(t, func(c net.Conn) {
+		io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
+	})
 
 	lbAddr := freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "lb.yaml")
-	writeLBConfig(t, cfg, lbAddr, "least_connections", 5000, backend.Addr().String())
+	writeLBConfig(t, cfg, lbAddr, "least_connections", 5000, backendAddr)
 	lb := start(t, nil, "lb", "-c", cfg)
 	waitListening(t, lb, lbAddr)
 	for accepted.Load() < 1 { // the probe above went through

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,4 +191,31 @@ func worker(t *testing.T, fw, addr, name string, delayMS int) *proc {
 	p := start(t, nil, "worker", "-f", fw, "-a", addr, "-n", name, "-d", fmt.Sprint(delayMS), "--log-level", "warn")
 	waitListening(t, p, addr)
 	return p
+}
+
+// tcpServer runs handle for each connection to a loopback listener until the
+// test ends, and returns its address and a count of accepted connections.
+func tcpServer(t *testing.T, handle func(net.Conn)) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String(), accepted
 }

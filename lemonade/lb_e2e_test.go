@@ -203,38 +203,19 @@ func TestKilledWorkerCostsNoConnectionAndComesBack(t *testing.T) {
 // A protocol that relies on half-close: the server answers only after the
 // client's EOF.
 func TestHalfCloseProtocolPassesThrough(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				var lines []string
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					lines = append(lines, sc.Text())
-				}
-				for i := len(lines) - 1; i >= 0; i-- { // reversed: proves all arrived first
-					fmt.Fprintln(c, lines[i])
-				}
-			}()
+	echoAddr, _ := tcpServer(t, func(c net.Conn) {
+		var lines []string
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
 		}
-	}()
+		for i := len(lines) - 1; i >= 0; i-- { // reversed: proves all arrived first
+			fmt.Fprintln(c, lines[i])
+		}
+	})
 	lbAddr := freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "lb.yaml")
-	writeLBConfig(t, cfg, lbAddr, "least_connections", 1000, ln.Addr().String())
+	writeLBConfig(t, cfg, lbAddr, "least_connections", 1000, echoAddr)
 	lb := start(t, nil, "lb", "-c", cfg)
 	waitListening(t, lb, lbAddr)
 	for range 5 {
