@@ -74,9 +74,6 @@ func New(log *slog.Logger, t *Table, s Settings) *Server {
 // SetTable routes new connections by t; open connections are not touched.
 func (s *Server) SetTable(t *Table) { s.table.Store(t) }
 
-// Table returns the current routing table.
-func (s *Server) Table() *Table { return s.table.Load() }
-
 // SetSettings applies s to the next connection (and the connection cap at once).
 func (s *Server) SetSettings(set Settings) {
 	if set.ConnectTimeout <= 0 {
