@@ -1,0 +1,848 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+)
+
+// The Linux engine: a few event loops, each a goroutine locked to its thread
+// with its own epoll set. A loop accepts from every listener (shared between
+// the loops with EPOLLEXCLUSIVE), dials backends without blocking, and moves
+// bytes with read/send through one buffer per loop: per message a read and a
+// send, as HAProxy does, with no goroutine wake-up and no per-connection
+// buffer unless the receiver is slow. The sockets are edge-triggered and
+// registered once; a short read means the socket is drained.
+//
+// A loop owns its connections: only it touches their sockets and state.
+// Other goroutines talk to it by posting functions (post), which it runs
+// between two batches of events.
+
+// bufSize is the most one read moves, and the size of the buffer that holds
+// what a slow receiver has not taken yet.
+const bufSize = 64 << 10
+
+// engine starts the loops when the first listener is served and lets each
+// stop once it has no listener and no connection left.
+type engine struct {
+	mu    sync.Mutex
+	loops []*loop
+}
+
+// loopCount is how many loops run: one per CPU the Go scheduler uses.
+func loopCount() int { return runtime.GOMAXPROCS(0) }
+
+// slotFreed makes every loop retry the listeners it stopped at the cap.
+func (e *engine) slotFreed() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, l := range e.loops {
+		l.post(func(l *loop) { l.resumeAccepts() })
+	}
+}
+
+// Serve accepts connections on ln until ctx ends, then closes ln and
+// returns; connections already accepted go on (see Wait, CloseAll). When ctx
+// ends, the connections already waiting in the backlog are still accepted
+// and proxied for a short grace. ln itself is closed at once: the loops use
+// their own descriptor for the same socket.
+func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
+	fd, err := takeListener(ln)
+	if err != nil {
+		return err
+	}
+	lst := &listener{fd: fd}
+	s.eng.mu.Lock()
+	for len(s.eng.loops) < loopCount() {
+		l, err := newLoop(s)
+		if err != nil {
+			s.eng.mu.Unlock()
+			syscall.Close(fd)
+			return err
+		}
+		s.eng.loops = append(s.eng.loops, l)
+		go l.run()
+	}
+	loops := append([]*loop(nil), s.eng.loops...)
+	for _, l := range loops {
+		l.post(func(l *loop) { l.addListener(lst) })
+	}
+	s.eng.mu.Unlock()
+
+	<-ctx.Done()
+	grace := time.NewTimer(backlogGrace)
+	<-grace.C
+	var removed sync.WaitGroup
+	for _, l := range loops {
+		removed.Add(1)
+		l.post(func(l *loop) { l.removeListener(lst); removed.Done() })
+	}
+	removed.Wait()
+	syscall.Close(fd)
+	return nil
+}
+
+// takeListener returns a non-blocking descriptor of ln's socket and closes
+// ln, which takes the socket out of the Go runtime's poller.
+func takeListener(ln *net.TCPListener) (int, error) {
+	defer ln.Close()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) {
+		var r uintptr
+		var e syscall.Errno
+		r, _, e = syscall.RawSyscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			derr = e
+			return
+		}
+		fd = int(r)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	return fd, nil
+}
+
+// listener is a listening socket served by every loop.
+type listener struct{ fd int }
+
+// slot says what a descriptor of a loop belongs to. gen tells a stale event
+// (for a descriptor closed and reused in the same batch) from a live one.
+type slot struct {
+	gen uint32
+	c   *conn
+	ln  *listener
+}
+
+type loop struct {
+	srv    *Server
+	epfd   int
+	wakeFD int // eventfd: post writes it, the loop reads it
+	events []syscall.EpollEvent
+	buf    []byte   // what one read brings in, sent on at once
+	spare  [][]byte // free bufSize buffers for slow receivers
+	slots  []slot   // by descriptor
+	gen    uint32
+	now    int64 // unix ns, taken after each epoll_wait
+
+	listeners []*listener
+	paused    []*listener // listeners left alone at the connection cap or out of descriptors
+	retryAt   int64       // when to retry paused listeners out of descriptors; 0 = not waiting
+	conns     []*conn     // every open connection, for idle checks
+	dialing   []*conn     // connections waiting for their backend's answer
+	nextCheck int64       // earliest connect deadline, idle check or accept retry; 0 = none
+	nextIdle  int64       // next idle check; 0 = none
+
+	mu      sync.Mutex
+	inbox   []func(*loop)
+	stopped bool // the loop has exited: posts are dropped
+}
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wfd, _, e := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if e != 0 {
+		syscall.Close(epfd)
+		return nil, e
+	}
+	l := &loop{
+		srv:    s,
+		epfd:   epfd,
+		wakeFD: int(wfd),
+		events: make([]syscall.EpollEvent, 256),
+		buf:    make([]byte, bufSize),
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(wfd)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, int(wfd), &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(int(wfd))
+		return nil, err
+	}
+	return l, nil
+}
+
+// post runs f on the loop, between two batches of events.
+func (l *loop) post(f func(*loop)) {
+	l.mu.Lock()
+	if l.stopped { // only a connection's Close can come late, and it is closed
+		l.mu.Unlock()
+		return
+	}
+	l.inbox = append(l.inbox, f)
+	first := len(l.inbox) == 1
+	l.mu.Unlock()
+	if first {
+		one := uint64(1)
+		syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wakeFD), uintptr(unsafe.Pointer(&one)), 8)
+	}
+}
+
+func (l *loop) runInbox() {
+	var n uint64
+	syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wakeFD), uintptr(unsafe.Pointer(&n)), 8)
+	l.mu.Lock()
+	inbox := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	for _, f := range inbox {
+		f(l)
+	}
+}
+
+func (l *loop) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	timeout := -1
+	for {
+		n, err := syscall.EpollWait(l.epfd, l.events, timeout)
+		if err != nil && err != syscall.EINTR {
+			panic("proxy: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
+		}
+		l.now = time.Now().UnixNano()
+		for i := range max(n, 0) {
+			ev := &l.events[i]
+			l.dispatch(int(ev.Fd), uint32(ev.Pad), ev.Events)
+		}
+		timeout = l.checkTimers()
+		if len(l.listeners) == 0 && len(l.conns) == 0 && l.exit() {
+			return
+		}
+	}
+}
+
+// exit stops the loop if nothing can reach it any more: no listener, no
+// connection and nothing posted. It runs under the engine's lock, which
+// Serve holds to post a new listener.
+func (l *loop) exit() bool {
+	e := &l.srv.eng
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l.mu.Lock()
+	l.stopped = len(l.inbox) == 0
+	l.mu.Unlock()
+	if !l.stopped {
+		return false
+	}
+	for i, x := range e.loops {
+		if x == l {
+			e.loops = append(e.loops[:i], e.loops[i+1:]...)
+			break
+		}
+	}
+	syscall.Close(l.epfd)
+	syscall.Close(l.wakeFD)
+	return true
+}
+
+func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
+	if fd == l.wakeFD {
+		l.runInbox()
+		return
+	}
+	if fd >= len(l.slots) || l.slots[fd].gen != gen {
+		return // the descriptor was closed earlier in this batch
+	}
+	s := &l.slots[fd]
+	if s.ln != nil {
+		l.accept(s.ln)
+		return
+	}
+	c := s.c
+	if c == nil {
+		return
+	}
+	readable := ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+	hangup := ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+	if fd == c.server && c.dialing >= 0 {
+		if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
+			return
+		}
+		l.dialDone(c)
+		if c.closed || c.dialing >= 0 || l.slots[fd].gen != gen {
+			return // still dialing, maybe another backend on a reused descriptor
+		}
+		// Connected: the backend may have spoken already, in this very edge.
+	}
+	if c.b == nil || c.dialing >= 0 {
+		return // the client's bytes wait in the kernel until the backend answers
+	}
+	to, from := &c.up, &c.down // the flows fd receives for and sends from
+	if fd == c.client {
+		to, from = &c.down, &c.up
+	}
+	if ev&syscall.EPOLLOUT != 0 {
+		l.flush(c, to)
+	}
+	if readable {
+		l.pump(c, from, hangup)
+	}
+}
+
+// register adds fd to the epoll set, edge-triggered, for both directions.
+func (l *loop) register(fd int, c *conn) bool {
+	for fd >= len(l.slots) {
+		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
+	}
+	l.gen++
+	l.slots[fd] = slot{gen: l.gen, c: c}
+	ev := syscall.EpollEvent{
+		Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
+		Fd:     int32(fd),
+		Pad:    int32(l.gen),
+	}
+	return epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == 0
+}
+
+// closeFD closes a socket of a connection; closing takes it out of the
+// epoll set.
+func (l *loop) closeFD(fd int) {
+	l.slots[fd] = slot{}
+	syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// ---------------------------------------------------------------- accept
+
+func (l *loop) addListener(ln *listener) {
+	l.listeners = append(l.listeners, ln)
+	l.watchListener(ln)
+}
+
+func (l *loop) removeListener(ln *listener) {
+	l.listeners = remove(l.listeners, ln)
+	if l.isPaused(ln) {
+		l.paused = remove(l.paused, ln)
+	} else {
+		ev := syscall.EpollEvent{}
+		epollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, &ev)
+	}
+	l.slots[ln.fd] = slot{}
+}
+
+// watchListener adds ln level-triggered, so a backlog left for the next
+// batch is reported again, and exclusive, so one new client wakes one loop.
+func (l *loop) watchListener(ln *listener) {
+	for ln.fd >= len(l.slots) {
+		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
+	}
+	l.gen++
+	l.slots[ln.fd] = slot{gen: l.gen, ln: ln}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ln.fd), Pad: int32(l.gen)}
+	if e := epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ln.fd, &ev); e != 0 {
+		l.srv.log.Error("cannot watch listener", "error", e.Error())
+	}
+}
+
+const (
+	epollExclusive = 1 << 28 // EPOLLEXCLUSIVE
+	epollET        = 1 << 31 // EPOLLET; the syscall package's constant is negative
+)
+
+// pause stops watching ln until resumeAccepts (a slot freed) or retryAt
+// (descriptors may be free again).
+func (l *loop) pause(ln *listener) {
+	if l.isPaused(ln) {
+		return
+	}
+	ev := syscall.EpollEvent{}
+	epollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, &ev)
+	l.paused = append(l.paused, ln)
+}
+
+func (l *loop) isPaused(ln *listener) bool {
+	for _, p := range l.paused {
+		if p == ln {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *loop) resumeAccepts() {
+	paused := l.paused
+	l.paused = nil
+	l.retryAt = 0
+	for _, ln := range paused {
+		l.watchListener(ln)
+	}
+}
+
+// acceptBatch bounds the accepts per event, so that one loop does not take
+// a whole burst while the others idle.
+const acceptBatch = 16
+
+func (l *loop) accept(ln *listener) {
+	for range acceptBatch {
+		if !l.srv.gate.tryAcquire() {
+			l.pause(ln) // clients wait in the backlog; a freed slot resumes
+			return
+		}
+		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), 0, 0, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+		case syscall.EAGAIN:
+			l.srv.gate.unacquire()
+			return
+		case syscall.EINTR, syscall.ECONNABORTED:
+			l.srv.gate.unacquire()
+			continue
+		default: // out of descriptors or memory: wait, do not spin
+			l.srv.gate.unacquire()
+			l.srv.log.Warn("accept failed", "error", e.Error(), "retry_in", acceptRetry)
+			l.pause(ln)
+			l.retryAt = l.now + int64(acceptRetry)
+			l.scheduleCheck(l.retryAt)
+			return
+		}
+		l.srv.accepted.Add(1)
+		l.srv.conns.Add(1)
+		l.open(int(r))
+	}
+}
+
+// acceptRetry is how long a listener rests after accept ran out of
+// descriptors or memory.
+const acceptRetry = 100 * time.Millisecond
+
+// ---------------------------------------------------------------- connections
+
+// conn is one proxied connection, owned by its loop.
+type conn struct {
+	loop           *loop
+	client, server int // descriptors; server is -1 before the first dial
+	b              *backend.Backend
+	set            *Settings
+	route          *route
+	tries          int   // dials left
+	dialStart      int64 // unix ns
+	deadline       int64 // dial deadline, unix ns
+	dialing        int   // index in loop.dialing, or -1
+	index          int   // index in loop.conns
+	up, down       flow  // client → backend, backend → client
+	firstIn        int64 // unix ns of the client's first bytes; 0 = none yet
+	sampled        bool  // the response-time sample is taken
+	last           int64 // unix ns of the last bytes either way
+	closed         bool
+}
+
+// flow is one direction of a connection.
+type flow struct {
+	from, to int
+	pending  []byte // read from `from`, not yet taken by `to`
+	buf      []byte // pending's buffer, back to loop.spare when sent
+	eof      bool
+	n        int64
+}
+
+// Close ends the connection from any goroutine (a drain's end, shutdown).
+func (c *conn) Close() error {
+	c.loop.post(func(l *loop) { l.close(c) })
+	return nil
+}
+
+func (l *loop) open(fd int) {
+	setNoDelay(fd)
+	c := &conn{
+		loop:    l,
+		client:  fd,
+		server:  -1,
+		set:     l.srv.settings.Load(),
+		route:   l.srv.route.Load(),
+		dialing: -1,
+		index:   len(l.conns),
+		last:    l.now,
+	}
+	l.conns = append(l.conns, c)
+	c.tries = c.set.Retries + 1
+	if !l.register(fd, c) {
+		l.close(c)
+		return
+	}
+	l.dial(c)
+}
+
+// dial connects c to the next backend the strategy picks; when no backend
+// is eligible or every try failed, it closes the client.
+func (l *loop) dial(c *conn) {
+	for ; c.tries > 0; c.tries-- {
+		b := c.route.t.Strategy.Pick(c.route.t.Backends)
+		if b == nil {
+			break
+		}
+		b.Acquire()
+		c.b = b
+		c.dialStart = time.Now().UnixNano()
+		d := c.route.dests[b]
+		if d.err != nil {
+			l.dialFailed(c, d.err.Error())
+			continue
+		}
+		fd, e := connect(d)
+		if e != 0 && e != syscall.EINPROGRESS {
+			l.dialFailed(c, e.Error())
+			continue
+		}
+		c.server = fd
+		if !l.register(fd, c) {
+			l.dialFailed(c, "epoll_ctl failed")
+			continue
+		}
+		if e == 0 {
+			l.connected(c)
+			return
+		}
+		c.deadline = c.dialStart + int64(c.set.ConnectTimeout)
+		c.dialing = len(l.dialing)
+		l.dialing = append(l.dialing, c)
+		l.scheduleCheck(c.deadline)
+		return
+	}
+	l.srv.noBackend.Add(1)
+	l.close(c)
+}
+
+// dialDone runs when the backend socket of a dialing connection is writable
+// or failed: the connect's outcome is known.
+func (l *loop) dialDone(c *conn) {
+	l.stopDialing(c)
+	soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	if err == nil && soerr == 0 {
+		l.connected(c)
+		return
+	}
+	reason := "connect failed"
+	if err != nil {
+		reason = err.Error()
+	} else {
+		reason = syscall.Errno(soerr).Error()
+	}
+	l.dialFailed(c, reason)
+	c.tries--
+	l.dial(c)
+}
+
+func (l *loop) stopDialing(c *conn) {
+	if c.dialing < 0 {
+		return
+	}
+	last := l.dialing[len(l.dialing)-1]
+	l.dialing[c.dialing] = last
+	last.dialing = c.dialing
+	l.dialing = l.dialing[:len(l.dialing)-1]
+	c.dialing = -1
+}
+
+// dialFailed records a failed dial, which marks the backend down at once
+// (passive health; the active checks bring it back).
+func (l *loop) dialFailed(c *conn, reason string) {
+	if c.server >= 0 {
+		l.closeFD(c.server)
+		c.server = -1
+	}
+	b := c.b
+	c.b = nil
+	b.Release()
+	b.DialFailed()
+	b.Transition(l.srv.log, false, "dial failed: "+reason)
+}
+
+func (l *loop) connected(c *conn) {
+	now := time.Now().UnixNano()
+	c.b.Connected(time.Duration(now - c.dialStart))
+	c.b.Attach(c)
+	if l.srv.closing.Load() { // shutdown's CloseAll ran before Attach
+		l.close(c)
+		return
+	}
+	c.up = flow{from: c.client, to: c.server}
+	c.down = flow{from: c.server, to: c.client}
+	c.last = l.now
+	// The client may have sent bytes while the dial went on: read them now,
+	// their edge is gone. The backend's first bytes come with a new edge.
+	l.pump(c, &c.up, true)
+}
+
+// pump moves what f's source has to its destination. With drain it reads
+// until the source is empty; without, a short read means it is (an
+// edge-triggered socket reports new bytes and the peer's FIN again).
+func (l *loop) pump(c *conn, f *flow, drain bool) {
+	for !c.closed && f.pending == nil && !f.eof {
+		n, e := read(f.from, l.buf)
+		switch {
+		case e == syscall.EAGAIN:
+			return
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			l.close(c)
+			return
+		case n == 0:
+			l.eof(c, f)
+			return
+		}
+		l.arrived(c, f)
+		f.n += int64(n)
+		if !l.send(c, f, l.buf[:n]) || (n < len(l.buf) && !drain) {
+			return
+		}
+	}
+}
+
+// arrived notes bytes from f's source: the activity time, and the first
+// bytes each way for the response-time sample (the backend's first bytes
+// after the client's, so that the client's think time does not count).
+func (l *loop) arrived(c *conn, f *flow) {
+	c.last = l.now
+	if c.sampled {
+		return
+	}
+	if f == &c.up {
+		if c.firstIn == 0 {
+			c.firstIn = time.Now().UnixNano()
+		}
+		return
+	}
+	if c.firstIn != 0 {
+		c.b.ObserveLatency(time.Duration(time.Now().UnixNano() - c.firstIn))
+	}
+	c.sampled = true // or the backend spoke first: no sample
+}
+
+// send writes data to f's destination; what it does not take waits in a
+// buffer (and f reads no more) until the destination is writable again.
+func (l *loop) send(c *conn, f *flow, data []byte) bool {
+	for len(data) > 0 {
+		n, e := write(f.to, data)
+		switch e {
+		case 0:
+			data = data[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			f.buf = l.takeBuf()
+			f.pending = f.buf[:copy(f.buf, data)]
+			return false
+		default:
+			l.close(c)
+			return false
+		}
+	}
+	return true
+}
+
+// flush sends f's pending bytes now that its destination is writable, then
+// reads on.
+func (l *loop) flush(c *conn, f *flow) {
+	if c.closed || f.pending == nil {
+		return
+	}
+	for len(f.pending) > 0 {
+		n, e := write(f.to, f.pending)
+		switch e {
+		case 0:
+			f.pending = f.pending[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return
+		default:
+			l.close(c)
+			return
+		}
+	}
+	l.putBuf(f.buf)
+	f.buf, f.pending = nil, nil
+	l.pump(c, f, true) // its edges passed while it waited
+}
+
+// eof: f's source sent its FIN. Pass it on (half-close) and let the other
+// direction go on; when both are done, close.
+func (l *loop) eof(c *conn, f *flow) {
+	f.eof = true
+	if c.up.eof && c.down.eof {
+		l.close(c)
+		return
+	}
+	syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(f.to), syscall.SHUT_WR, 0)
+}
+
+// close ends c: both sockets, its buffers, its slot and the counters.
+func (l *loop) close(c *conn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	l.stopDialing(c)
+	l.closeFD(c.client)
+	if c.server >= 0 {
+		l.closeFD(c.server)
+	}
+	for _, f := range []*flow{&c.up, &c.down} {
+		if f.buf != nil {
+			l.putBuf(f.buf)
+			f.buf, f.pending = nil, nil
+		}
+	}
+	last := l.conns[len(l.conns)-1]
+	l.conns[c.index] = last
+	last.index = c.index
+	l.conns = l.conns[:len(l.conns)-1]
+	if c.b != nil {
+		c.b.AddBytes(c.up.n, c.down.n)
+		c.b.Detach(c)
+		c.b.Release()
+	}
+	l.srv.gate.release()
+	l.srv.conns.Done()
+}
+
+func (l *loop) takeBuf() []byte {
+	if n := len(l.spare); n > 0 {
+		b := l.spare[n-1]
+		l.spare = l.spare[:n-1]
+		return b
+	}
+	return make([]byte, bufSize)
+}
+
+// maxSpare bounds the buffers a loop keeps for reuse.
+const maxSpare = 64
+
+func (l *loop) putBuf(b []byte) {
+	if len(l.spare) < maxSpare {
+		l.spare = append(l.spare, b[:bufSize])
+	}
+}
+
+// ---------------------------------------------------------------- timers
+
+func (l *loop) scheduleCheck(at int64) {
+	if l.nextCheck == 0 || at < l.nextCheck {
+		l.nextCheck = at
+	}
+}
+
+// checkTimers fails the dials past their deadline, closes the connections
+// idle for longer than the idle timeout, retries paused listeners, and
+// returns epoll_wait's timeout in ms until the next check (-1: none).
+func (l *loop) checkTimers() int {
+	idle := l.idleTimeout()
+	if idle > 0 && len(l.conns) > 0 && l.nextIdle == 0 {
+		l.nextIdle = l.now + int64(idle/4)
+		l.scheduleCheck(l.nextIdle)
+	}
+	if l.nextCheck == 0 {
+		return -1
+	}
+	if l.now < l.nextCheck {
+		return int((l.nextCheck - l.now + 999_999) / 1_000_000)
+	}
+	l.nextCheck = 0
+	for i := 0; i < len(l.dialing); {
+		c := l.dialing[i]
+		if l.now < c.deadline {
+			l.scheduleCheck(c.deadline)
+			i++
+			continue
+		}
+		l.stopDialing(c) // moves the last one to i
+		l.dialFailed(c, "connect timeout after "+c.set.ConnectTimeout.String())
+		c.tries--
+		l.dial(c)
+	}
+	if l.retryAt != 0 {
+		if l.now >= l.retryAt {
+			l.resumeAccepts()
+		} else {
+			l.scheduleCheck(l.retryAt)
+		}
+	}
+	if l.nextIdle != 0 && l.now >= l.nextIdle {
+		l.nextIdle = 0
+		for i := 0; idle > 0 && i < len(l.conns); {
+			c := l.conns[i]
+			if c.b != nil && c.dialing < 0 && l.now-c.last >= int64(idle) {
+				l.close(c) // moves the last one to i
+				continue
+			}
+			i++
+		}
+		if idle > 0 && len(l.conns) > 0 {
+			l.nextIdle = l.now + int64(idle/4)
+		}
+	}
+	if l.nextIdle != 0 {
+		l.scheduleCheck(l.nextIdle)
+	}
+	if l.nextCheck == 0 {
+		return -1
+	}
+	return int((l.nextCheck - l.now + 999_999) / 1_000_000)
+}
+
+// idleTimeout is the current setting, for open connections too.
+func (l *loop) idleTimeout() time.Duration { return l.srv.settings.Load().IdleTimeout }
+
+// ---------------------------------------------------------------- syscalls
+
+// The sockets are non-blocking, so these never block: raw syscalls skip the
+// scheduler's bookkeeping around a call that might.
+
+func read(fd int, b []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}
+
+// write sends with MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
+func write(fd int, b []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+	return int(n), e
+}
+
+func epollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return e
+}
+
+func setNoDelay(fd int) {
+	one := int32(1)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// connect starts a non-blocking connect to d; the error is 0 (connected),
+// EINPROGRESS (wait for writable) or the failure.
+func connect(d *dest) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(d.family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	setNoDelay(fd)
+	_, _, e = syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(d.addr), uintptr(d.len))
+	if e != 0 && e != syscall.EINPROGRESS {
+		syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+		return -1, e
+	}
+	return fd, e
+}
+
+func remove[T comparable](s []T, x T) []T {
+	for i, y := range s {
+		if y == x {
+			return append(s[:i], s[i+1:]...)
+		}
+	}
+	return s
+}
