@@ -326,6 +326,7 @@ func proxySettings(c *config.Config) proxy.Settings {
 		MaxConnections: c.Proxy.MaxConnections,
 		ConnectTimeout: c.Proxy.ConnectTimeout,
 		IdleTimeout:    c.Proxy.IdleTimeout,
+		EventLoops:     c.Proxy.EventLoops,
 	}
 	if c.Proxy.Retries != nil {
 		s.Retries = *c.Proxy.Retries

@@ -101,6 +101,9 @@ type Proxy struct {
 	// IdleTimeout closes a connection with no bytes in either direction for
 	// this long; 0 disables it.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// EventLoops is how many event loops (threads) move the bytes on Linux;
+	// 0 picks one per two CPUs. Read at start.
+	EventLoops int `mapstructure:"event_loops"`
 }
 
 // Backend is one upstream server. ID is the identity across reloads.

@@ -164,6 +164,8 @@ func TestRules(t *testing.T) {
 		{"duplicate address", "backends:\n  - address: 127.0.0.1:1\n  - address: 127.0.0.1:1\n", []string{"backends[1].address:", `"127.0.0.1:1" is also the address of backends[0]`}},
 		{"duplicate name", "backends:\n  - {name: a, address: 127.0.0.1:1}\n  - {name: a, address: 127.0.0.1:2}\n", []string{"backends[1].name:", `"a" is also the name of backends[0]`}},
 		{"weight zero", "backends:\n  - {address: 127.0.0.1:1, weight: 0}\n", []string{"backends[0].weight:", "1..255, got 0"}},
+		{"event loops negative", "proxy:\n  event_loops: -1\n" + twoBackends, []string{"proxy.event_loops:", "0..256", "got -1"}},
+		{"event loops too many", "proxy:\n  event_loops: 257\n" + twoBackends, []string{"proxy.event_loops:", "got 257"}},
 		{"weight too big", "backends:\n  - {address: 127.0.0.1:1, weight: 256}\n", []string{"backends[0].weight:", "got 256"}},
 		{"no backends", "strategy: round_robin\n", []string{"lb.yaml: backends:", "at least one backend"}},
 		{"empty backends", "backends: []\n", []string{"backends:", "at least one backend"}},

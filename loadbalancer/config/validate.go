@@ -25,6 +25,10 @@ type ValidationError struct {
 	Problems []string
 }
 
+// maxEventLoops bounds proxy.event_loops: more loops than CPUs only add
+// context switches.
+const maxEventLoops = 256
+
 func (e *ValidationError) Error() string {
 	if len(e.Problems) == 1 {
 		return ErrInvalid.Error() + ": " + e.Problems[0]
@@ -104,6 +108,9 @@ func (c *Config) problems() []problem {
 	}
 	if c.Proxy.IdleTimeout < 0 {
 		add("proxy.idle_timeout", "must not be negative (0 disables it), got %v", c.Proxy.IdleTimeout)
+	}
+	if c.Proxy.EventLoops < 0 || c.Proxy.EventLoops > maxEventLoops {
+		add("proxy.event_loops", "must be 0..%d (0 picks one per two CPUs), got %d", maxEventLoops, c.Proxy.EventLoops)
 	}
 
 	oneOf("strategy", c.Strategy, Strategies)

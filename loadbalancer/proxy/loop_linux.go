@@ -33,10 +33,19 @@ const bufSize = 64 << 10
 type engine struct {
 	mu    sync.Mutex
 	loops []*loop
+	want  int // how many loops, fixed while any runs
 }
 
-// loopCount is how many loops run: one per CPU the Go scheduler uses.
-func loopCount() int { return runtime.GOMAXPROCS(0) }
+// loopCount is how many loops run. By default one per two CPUs: on a small
+// machine one loop moves the bytes faster per CPU second than two, which
+// would contend with each other, with the Go runtime's own threads and with
+// whatever else runs there (measured in docs/benchmarks.md).
+func loopCount(set *Settings) int {
+	if set.EventLoops > 0 {
+		return set.EventLoops
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}
 
 // slotFreed makes every loop retry the listeners it stopped at the cap.
 func (e *engine) slotFreed() {
@@ -59,7 +68,10 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 	}
 	lst := &listener{fd: fd}
 	s.eng.mu.Lock()
-	for len(s.eng.loops) < loopCount() {
+	if len(s.eng.loops) == 0 {
+		s.eng.want = loopCount(s.settings.Load())
+	}
+	for len(s.eng.loops) < s.eng.want {
 		l, err := newLoop(s)
 		if err != nil {
 			s.eng.mu.Unlock()
@@ -209,12 +221,12 @@ func (l *loop) run() {
 	defer runtime.UnlockOSThread()
 	timeout := -1
 	for {
-		n, err := syscall.EpollWait(l.epfd, l.events, timeout)
-		if err != nil && err != syscall.EINTR {
+		n, err := l.wait(timeout)
+		if err != 0 && err != syscall.EINTR {
 			panic("proxy: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
 		}
 		l.now = time.Now().UnixNano()
-		for i := range max(n, 0) {
+		for i := range n {
 			ev := &l.events[i]
 			l.dispatch(int(ev.Fd), uint32(ev.Pad), ev.Events)
 		}
@@ -223,6 +235,20 @@ func (l *loop) run() {
 			return
 		}
 	}
+}
+
+// wait returns the next batch of events. Under load there always is one,
+// so it first looks without blocking, in a raw syscall that leaves the
+// scheduler alone; only when nothing is ready does it block, in a syscall
+// the scheduler knows about (it may lend the thread's P meanwhile).
+func (l *loop) wait(timeout int) (int, syscall.Errno) {
+	ptr := uintptr(unsafe.Pointer(&l.events[0]))
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(l.epfd), ptr, uintptr(len(l.events)), 0, 0, 0)
+	if e != 0 || n > 0 || timeout == 0 {
+		return int(n), e
+	}
+	n, _, e = syscall.Syscall6(syscall.SYS_EPOLL_WAIT, uintptr(l.epfd), ptr, uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	return int(n), e
 }
 
 // exit stops the loop if nothing can reach it any more: no listener, no
@@ -581,7 +607,7 @@ func (l *loop) connected(c *conn) {
 // edge-triggered socket reports new bytes and the peer's FIN again).
 func (l *loop) pump(c *conn, f *flow, drain bool) {
 	for !c.closed && f.pending == nil && !f.eof {
-		n, e := read(f.from, l.buf)
+		n, e := recv(f.from, l.buf)
 		switch {
 		case e == syscall.EAGAIN:
 			return
@@ -596,7 +622,7 @@ func (l *loop) pump(c *conn, f *flow, drain bool) {
 		}
 		l.arrived(c, f)
 		f.n += int64(n)
-		if !l.send(c, f, l.buf[:n]) || (n < len(l.buf) && !drain) {
+		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !drain) {
 			return
 		}
 	}
@@ -622,11 +648,11 @@ func (l *loop) arrived(c *conn, f *flow) {
 	c.sampled = true // or the backend spoke first: no sample
 }
 
-// send writes data to f's destination; what it does not take waits in a
+// forward writes data to f's destination; what it does not take waits in a
 // buffer (and f reads no more) until the destination is writable again.
-func (l *loop) send(c *conn, f *flow, data []byte) bool {
+func (l *loop) forward(c *conn, f *flow, data []byte) bool {
 	for len(data) > 0 {
-		n, e := write(f.to, data)
+		n, e := send(f.to, data)
 		switch e {
 		case 0:
 			data = data[n:]
@@ -650,7 +676,7 @@ func (l *loop) flush(c *conn, f *flow) {
 		return
 	}
 	for len(f.pending) > 0 {
-		n, e := write(f.to, f.pending)
+		n, e := send(f.to, f.pending)
 		switch e {
 		case 0:
 			f.pending = f.pending[n:]
@@ -800,13 +826,14 @@ func (l *loop) idleTimeout() time.Duration { return l.srv.settings.Load().IdleTi
 // The sockets are non-blocking, so these never block: raw syscalls skip the
 // scheduler's bookkeeping around a call that might.
 
-func read(fd int, b []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+// recv is recvfrom(2), which skips the file-position locking of read(2).
+func recv(fd int, b []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
 	return int(n), e
 }
 
-// write sends with MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
-func write(fd int, b []byte) (int, syscall.Errno) {
+// send writes with MSG_NOSIGNAL: a peer gone is an error, not a SIGPIPE.
+func send(fd int, b []byte) (int, syscall.Errno) {
 	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
 	return int(n), e
 }

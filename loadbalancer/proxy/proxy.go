@@ -40,6 +40,9 @@ type Settings struct {
 	// IdleTimeout closes a connection with no bytes either way for this long.
 	// 0 = never.
 	IdleTimeout time.Duration
+	// EventLoops is how many event loops move the bytes (Linux); 0 = one per
+	// two CPUs. The loops are started with the first listener and kept.
+	EventLoops int
 }
 
 const defaultConnectTimeout = 2 * time.Second

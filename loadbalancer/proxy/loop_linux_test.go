@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// After traffic, an idle proxied connection holds its two sockets and
+// nothing else: no buffer, no pipe, no goroutine.
+func TestIdleConnectionsHoldOnlyTheirSockets(t *testing.T) {
+	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c}) }))
+	before, goroutines := openFDs(t), runtime.NumGoroutine()
+	const n = 50
+	for range n {
+		echo(t, dialClient(t, h.addr), "ping")
+	}
+	// Per connection: the client, the balancer's two sockets, the backend's
+	// (and the backend server's goroutine).
+	if got := openFDs(t) - before; got > 4*n+4 {
+		t.Fatalf("%d descriptors for %d idle connections, want at most %d", got, n, 4*n+4)
+	}
+	if got := runtime.NumGoroutine() - goroutines; got > n+4 {
+		t.Fatalf("%d more goroutines for %d idle connections, want about %d (the test backend's)", got, n, n)
+	}
+}
+
+// Many clients at once through several loops: every byte reaches the right
+// client, and every loop ends when the server stops (goleak checks).
+func TestManyConnectionsAcrossLoops(t *testing.T) {
+	h := start(t, Settings{EventLoops: 3}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			msg := strings.Repeat(fmt.Sprintf("<%d>", i), 20000) // larger than one read
+			go io.WriteString(c, msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+				errs <- fmt.Errorf("client %d: %d bytes back, %v", i, len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	h.srv.eng.mu.Lock()
+	n := len(h.srv.eng.loops)
+	h.srv.eng.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("%d loops running, want 3", n)
+	}
+}
+
+// stuckAddress is a loopback listener whose backlog is full and never
+// accepted: a dial to it hangs until it times out.
+func stuckAddress(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the backlog; the dials that do not complete are left to time out.
+	for range 4 {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
+}
+
+func TestConnectTimeoutTriesAnotherBackend(t *testing.T) {
+	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
+	h := start(t, Settings{Retries: 1, ConnectTimeout: 200 * time.Millisecond}, stuck, live)
+	begin := time.Now()
+	c := dialClient(t, h.addr)
+	io.WriteString(c, "x")
+	c.CloseWrite()
+	if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+		t.Fatalf("reply %q", reply)
+	}
+	took := time.Since(begin)
+	s := h.pool[0].Snapshot()
+	if s.Up || s.ConnectFailures != 1 || !strings.Contains(s.LastReason, "timeout") {
+		t.Fatalf("stuck backend %+v: want down after one timed-out dial", s)
+	}
+	if took < 150*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("served after %v: want just after the 200ms connect timeout", took)
+	}
+}
