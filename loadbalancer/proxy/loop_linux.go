@@ -153,9 +153,13 @@ type loop struct {
 	paused    []*listener // listeners left alone at the connection cap or out of descriptors
 	retryAt   int64       // when to retry paused listeners out of descriptors; 0 = not waiting
 	conns     []*conn     // every open connection, for idle checks
-	dialing   []*conn     // connections waiting for their backend's answer
-	nextCheck int64       // earliest connect deadline, idle check or accept retry; 0 = none
-	nextIdle  int64       // next idle check; 0 = none
+	// The flows whose FIN is to be passed on at the end of the batch, and
+	// their connections.
+	halfClosed []*flow
+	halfConns  []*conn
+	dialing    []*conn // connections waiting for their backend's answer
+	nextCheck  int64   // earliest connect deadline, idle check or accept retry; 0 = none
+	nextIdle   int64   // next idle check; 0 = none
 
 	mu      sync.Mutex
 	inbox   []func(*loop)
@@ -231,6 +235,7 @@ func (l *loop) run() {
 			l.dispatch(int(ev.Fd), uint32(ev.Pad), ev.Events)
 		}
 		timeout = l.checkTimers()
+		l.shutdownHalfClosed()
 		if len(l.listeners) == 0 && len(l.conns) == 0 && l.exit() {
 			return
 		}
@@ -298,24 +303,27 @@ func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
 		if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 			return
 		}
-		l.dialDone(c)
+		l.dialDone(c, ev)
 		if c.closed || c.dialing >= 0 || l.slots[fd].gen != gen {
 			return // still dialing, maybe another backend on a reused descriptor
 		}
 		// Connected: the backend may have spoken already, in this very edge.
 	}
-	if c.b == nil || c.dialing >= 0 {
-		return // the client's bytes wait in the kernel until the backend answers
-	}
 	to, from := &c.up, &c.down // the flows fd receives for and sends from
 	if fd == c.client {
 		to, from = &c.down, &c.up
+	}
+	if hangup {
+		from.hup = true // the edge is consumed: read to the end from now on
+	}
+	if c.b == nil || c.dialing >= 0 {
+		return // the client's bytes wait in the kernel until the backend answers
 	}
 	if ev&syscall.EPOLLOUT != 0 {
 		l.flush(c, to)
 	}
 	if readable {
-		l.pump(c, from, hangup)
+		l.pump(c, from)
 	}
 }
 
@@ -471,6 +479,7 @@ type flow struct {
 	pending  []byte // read from `from`, not yet taken by `to`
 	buf      []byte // pending's buffer, back to loop.spare when sent
 	eof      bool
+	hup      bool // the source's FIN or an error was reported
 	n        int64
 }
 
@@ -542,18 +551,16 @@ func (l *loop) dial(c *conn) {
 }
 
 // dialDone runs when the backend socket of a dialing connection is writable
-// or failed: the connect's outcome is known.
-func (l *loop) dialDone(c *conn) {
+// or failed: the connect's outcome is known. Writable without an error is a
+// success; only a failure needs SO_ERROR, for its reason.
+func (l *loop) dialDone(c *conn, ev uint32) {
 	l.stopDialing(c)
-	soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR)
-	if err == nil && soerr == 0 {
+	if ev&(syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 		l.connected(c)
 		return
 	}
 	reason := "connect failed"
-	if err != nil {
-		reason = err.Error()
-	} else {
+	if soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR); err == nil && soerr != 0 {
 		reason = syscall.Errno(soerr).Error()
 	}
 	l.dialFailed(c, reason)
@@ -594,18 +601,18 @@ func (l *loop) connected(c *conn) {
 		l.close(c)
 		return
 	}
-	c.up = flow{from: c.client, to: c.server}
-	c.down = flow{from: c.server, to: c.client}
+	c.up.from, c.up.to = c.client, c.server
+	c.down.from, c.down.to = c.server, c.client
 	c.last = l.now
-	// The client may have sent bytes while the dial went on: read them now,
-	// their edge is gone. The backend's first bytes come with a new edge.
-	l.pump(c, &c.up, true)
+	// The client may have sent bytes (or its FIN, noted in up.hup) while the
+	// dial went on: read them now, their edge is gone.
+	l.pump(c, &c.up)
 }
 
-// pump moves what f's source has to its destination. With drain it reads
-// until the source is empty; without, a short read means it is (an
-// edge-triggered socket reports new bytes and the peer's FIN again).
-func (l *loop) pump(c *conn, f *flow, drain bool) {
+// pump moves what f's source has to its destination. A short read means
+// the source is empty: an edge-triggered socket reports new bytes with a new
+// edge. Once the peer's FIN was reported (f.hup), it reads to the end.
+func (l *loop) pump(c *conn, f *flow) {
 	for !c.closed && f.pending == nil && !f.eof {
 		n, e := recv(f.from, l.buf)
 		switch {
@@ -622,7 +629,7 @@ func (l *loop) pump(c *conn, f *flow, drain bool) {
 		}
 		l.arrived(c, f)
 		f.n += int64(n)
-		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !drain) {
+		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !f.hup) {
 			return
 		}
 	}
@@ -690,18 +697,32 @@ func (l *loop) flush(c *conn, f *flow) {
 	}
 	l.putBuf(f.buf)
 	f.buf, f.pending = nil, nil
-	l.pump(c, f, true) // its edges passed while it waited
+	l.pump(c, f) // what came while it waited
 }
 
 // eof: f's source sent its FIN. Pass it on (half-close) and let the other
-// direction go on; when both are done, close.
+// direction go on; when both are done, close. The half-close waits for the
+// end of the batch: when the other side's FIN is in the same batch (a
+// connection per request), one close does it all.
 func (l *loop) eof(c *conn, f *flow) {
 	f.eof = true
 	if c.up.eof && c.down.eof {
 		l.close(c)
 		return
 	}
-	syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(f.to), syscall.SHUT_WR, 0)
+	l.halfClosed = append(l.halfClosed, f)
+	l.halfConns = append(l.halfConns, c)
+}
+
+// shutdownHalfClosed passes on the FINs of the batch.
+func (l *loop) shutdownHalfClosed() {
+	for i, f := range l.halfClosed {
+		if !l.halfConns[i].closed {
+			syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(f.to), syscall.SHUT_WR, 0)
+		}
+		l.halfClosed[i], l.halfConns[i] = nil, nil
+	}
+	l.halfClosed, l.halfConns = l.halfClosed[:0], l.halfConns[:0]
 }
 
 // close ends c: both sockets, its buffers, its slot and the counters.
