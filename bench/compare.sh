@@ -460,7 +460,7 @@ report() {
 	machine
 	echo
 	echo "Targets: **direct** = wrk straight to one worker (the limit); **lemonade** = \`lemonade lb\`," \
-		"round_robin over both workers (GOMAXPROCS = all CPUs); **haproxy** = \`mode tcp\`, \`nbthread 1\`," \
+		"round_robin over both workers, \`event_loops: 1\`; **haproxy** = \`mode tcp\`, \`nbthread 1\`," \
 		"\`balance roundrobin\`; **nginx** = \`stream\`, \`worker_processes 1\`. Backends: two" \
 		"\`lemonade worker -f fasthttp -d 0\` (\`GET /work\`). Everything on loopback on this machine," \
 		"interleaved: each round runs every target once per mode. Figures are medians over $ROUNDS rounds;" \
