@@ -30,6 +30,8 @@ fmt:
 
 vet:
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...); done
+	@echo "== go vet loadbalancer (GOOS=darwin: the goroutine proxy off Linux)"
+	@cd loadbalancer && GOOS=darwin $(GO) vet ./...
 
 staticcheck:
 	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(GO) run $(STATICCHECK) ./...); done
