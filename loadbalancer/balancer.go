@@ -152,7 +152,9 @@ func (b *Balancer) serve(ctx context.Context, ln *net.TCPListener, serving *sync
 	serving.Add(1)
 	go func() {
 		defer serving.Done()
-		b.srv.Serve(lctx, ln)
+		if err := b.srv.Serve(lctx, ln); err != nil {
+			b.log.Error("cannot serve the listener", "address", ln.Addr().String(), "error", err)
+		}
 	}()
 	return cancel
 }

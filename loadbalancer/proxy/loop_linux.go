@@ -47,13 +47,30 @@ func loopCount(set *Settings) int {
 	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
-// slotFreed makes every loop retry the listeners it stopped at the cap.
-func (e *engine) slotFreed() {
+func (e *engine) init() {}
+
+// each runs f on every loop.
+func (e *engine) each(f func(*loop)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, l := range e.loops {
-		l.post(func(l *loop) { l.resumeAccepts() })
+		l.post(f)
 	}
+}
+
+// slotFreed makes every loop retry the listeners it stopped at the cap.
+func (e *engine) slotFreed() { e.each((*loop).resumeAccepts) }
+
+// idleTimeoutChanged makes every loop plan its idle checks anew.
+func (e *engine) idleTimeoutChanged() { e.each(func(l *loop) { l.nextIdle = 0 }) }
+
+// closeAll closes every connection of every loop.
+func (e *engine) closeAll() {
+	e.each(func(l *loop) {
+		for len(l.conns) > 0 {
+			l.close(l.conns[0])
+		}
+	})
 }
 
 // Serve accepts connections on ln until ctx ends, then closes ln and
@@ -74,6 +91,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 	for len(s.eng.loops) < s.eng.want {
 		l, err := newLoop(s)
 		if err != nil {
+			for _, l := range s.eng.loops {
+				l.post(func(*loop) {}) // a loop with nothing to do then exits
+			}
 			s.eng.mu.Unlock()
 			syscall.Close(fd)
 			return err
@@ -160,6 +180,7 @@ type loop struct {
 	dialing    []*conn // connections waiting for their backend's answer
 	nextCheck  int64   // earliest connect deadline, idle check or accept retry; 0 = none
 	nextIdle   int64   // next idle check; 0 = none
+	lastWarn   int64   // when localFailure last logged
 
 	mu      sync.Mutex
 	inbox   []func(*loop)
@@ -229,7 +250,7 @@ func (l *loop) run() {
 		if err != 0 && err != syscall.EINTR {
 			panic("proxy: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
 		}
-		l.now = time.Now().UnixNano()
+		l.now = monotime()
 		for i := range n {
 			ev := &l.events[i]
 			l.dispatch(int(ev.Fd), uint32(ev.Pad), ev.Events)
@@ -376,7 +397,12 @@ func (l *loop) watchListener(ln *listener) {
 	l.gen++
 	l.slots[ln.fd] = slot{gen: l.gen, ln: ln}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ln.fd), Pad: int32(l.gen)}
-	if e := epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ln.fd, &ev); e != 0 {
+	e := epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ln.fd, &ev)
+	if e == syscall.EINVAL { // a kernel before 4.5: every loop wakes for a client
+		ev.Events = syscall.EPOLLIN
+		e = epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ln.fd, &ev)
+	}
+	if e != 0 {
 		l.srv.log.Error("cannot watch listener", "error", e.Error())
 	}
 }
@@ -429,18 +455,19 @@ func (l *loop) accept(ln *listener) {
 		switch e {
 		case 0:
 		case syscall.EAGAIN:
-			l.srv.gate.unacquire()
+			l.srv.gate.release()
 			return
-		case syscall.EINTR, syscall.ECONNABORTED:
-			l.srv.gate.unacquire()
-			continue
-		default: // out of descriptors or memory: wait, do not spin
-			l.srv.gate.unacquire()
-			l.srv.log.Warn("accept failed", "error", e.Error(), "retry_in", acceptRetry)
+		case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
+			// Out of descriptors or memory: wait, do not spin.
+			l.srv.gate.release()
+			l.localFailure("accept failed, retrying in "+acceptRetry.String(), e)
 			l.pause(ln)
 			l.retryAt = l.now + int64(acceptRetry)
 			l.scheduleCheck(l.retryAt)
 			return
+		default: // the client is gone (ECONNABORTED, a network error): next
+			l.srv.gate.release()
+			continue
 		}
 		l.srv.accepted.Add(1)
 		l.srv.conns.Add(1)
@@ -513,21 +540,30 @@ func (l *loop) open(fd int) {
 // dial connects c to the next backend the strategy picks; when no backend
 // is eligible or every try failed, it closes the client.
 func (l *loop) dial(c *conn) {
-	for ; c.tries > 0; c.tries-- {
+	for ; c.tries > 0 && c.route.t != nil && !l.srv.closing.Load(); c.tries-- {
 		b := c.route.t.Strategy.Pick(c.route.t.Backends)
 		if b == nil {
 			break
 		}
 		b.Acquire()
 		c.b = b
-		c.dialStart = time.Now().UnixNano()
+		c.dialStart = monotime()
 		d := c.route.dests[b]
 		if d.err != nil {
 			l.dialFailed(c, d.err.Error())
 			continue
 		}
 		fd, e := connect(d)
+		if fd < 0 && e != 0 {
+			// Out of descriptors, memory or local ports: not the backend's
+			// fault, so its health is left alone and the client is closed.
+			c.b = nil
+			b.Release()
+			l.localFailure("cannot open a backend connection", e)
+			break
+		}
 		if e != 0 && e != syscall.EINPROGRESS {
+			syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
 			l.dialFailed(c, e.Error())
 			continue
 		}
@@ -579,6 +615,16 @@ func (l *loop) stopDialing(c *conn) {
 	c.dialing = -1
 }
 
+// localFailure logs a failure of this host (out of descriptors, memory or
+// ports), at most once a second per loop.
+func (l *loop) localFailure(msg string, e syscall.Errno) {
+	if l.now-l.lastWarn < int64(time.Second) && l.lastWarn != 0 {
+		return
+	}
+	l.lastWarn = l.now
+	l.srv.log.Warn(msg, "error", e.Error())
+}
+
 // dialFailed records a failed dial, which marks the backend down at once
 // (passive health; the active checks bring it back).
 func (l *loop) dialFailed(c *conn, reason string) {
@@ -594,8 +640,7 @@ func (l *loop) dialFailed(c *conn, reason string) {
 }
 
 func (l *loop) connected(c *conn) {
-	now := time.Now().UnixNano()
-	c.b.Connected(time.Duration(now - c.dialStart))
+	c.b.Connected(time.Duration(monotime() - c.dialStart))
 	c.b.Attach(c)
 	if l.srv.closing.Load() { // shutdown's CloseAll ran before Attach
 		l.close(c)
@@ -645,12 +690,12 @@ func (l *loop) arrived(c *conn, f *flow) {
 	}
 	if f == &c.up {
 		if c.firstIn == 0 {
-			c.firstIn = time.Now().UnixNano()
+			c.firstIn = monotime()
 		}
 		return
 	}
 	if c.firstIn != 0 {
-		c.b.ObserveLatency(time.Duration(time.Now().UnixNano() - c.firstIn))
+		c.b.ObserveLatency(time.Duration(monotime() - c.firstIn))
 	}
 	c.sampled = true // or the backend spoke first: no sample
 }
@@ -687,6 +732,7 @@ func (l *loop) flush(c *conn, f *flow) {
 		switch e {
 		case 0:
 			f.pending = f.pending[n:]
+			c.last = l.now
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return
@@ -794,7 +840,7 @@ func (l *loop) checkTimers() int {
 		return -1
 	}
 	if l.now < l.nextCheck {
-		return int((l.nextCheck - l.now + 999_999) / 1_000_000)
+		return waitMillis(l.nextCheck - l.now)
 	}
 	l.nextCheck = 0
 	for i := 0; i < len(l.dialing); {
@@ -836,7 +882,13 @@ func (l *loop) checkTimers() int {
 	if l.nextCheck == 0 {
 		return -1
 	}
-	return int((l.nextCheck - l.now + 999_999) / 1_000_000)
+	return waitMillis(l.nextCheck - l.now)
+}
+
+// waitMillis is epoll_wait's timeout for a wait of ns, rounded up and at
+// most a minute (an int32 of milliseconds holds only 24 days).
+func waitMillis(ns int64) int {
+	return int(min((ns+999_999)/1_000_000, 60_000))
 }
 
 // idleTimeout is the current setting, for open connections too.
@@ -869,8 +921,9 @@ func setNoDelay(fd int) {
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
 
-// connect starts a non-blocking connect to d; the error is 0 (connected),
-// EINPROGRESS (wait for writable) or the failure.
+// connect starts a non-blocking connect to d. It returns the socket and 0
+// (connected), EINPROGRESS (wait for writable) or the backend's refusal;
+// or -1 and a local failure (no descriptor, no memory, no local port).
 func connect(d *dest) (int, syscall.Errno) {
 	r, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(d.family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if e != 0 {
@@ -879,12 +932,21 @@ func connect(d *dest) (int, syscall.Errno) {
 	fd := int(r)
 	setNoDelay(fd)
 	_, _, e = syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(d.addr), uintptr(d.len))
-	if e != 0 && e != syscall.EINPROGRESS {
+	switch e {
+	case 0, syscall.EINPROGRESS:
+		return fd, e
+	case syscall.EADDRNOTAVAIL, syscall.EAGAIN, syscall.ENOBUFS, syscall.ENOMEM:
 		syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
 		return -1, e
 	}
-	return fd, e
+	return fd, e // refused or unreachable: the caller closes fd
 }
+
+// epoch makes monotime monotonic: wall-clock steps must not time out dials
+// or idle connections.
+var epoch = time.Now()
+
+func monotime() int64 { return int64(time.Since(epoch)) }
 
 func remove[T comparable](s []T, x T) []T {
 	for i, y := range s {

@@ -127,3 +127,36 @@ func TestConnectTimeoutTriesAnotherBackend(t *testing.T) {
 		t.Fatalf("served after %v: want just after the 200ms connect timeout", took)
 	}
 }
+
+// A reload that turns the idle timeout on reaches connections already open
+// and idle, in a loop asleep with nothing else to do.
+func TestIdleTimeoutSetLaterReachesOpenConnections(t *testing.T) {
+	h := start(t, Settings{EventLoops: 1}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	c := dialClient(t, h.addr)
+	echo(t, c, "ping")
+	time.Sleep(200 * time.Millisecond)
+	h.srv.SetSettings(Settings{EventLoops: 1, IdleTimeout: 100 * time.Millisecond})
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("idle connection still open after the idle timeout was set: %d, %v", n, err)
+	}
+}
+
+// A client that reads slowly but steadily is not idle, even while nothing
+// more comes from it: bytes moving toward it count as activity.
+func TestSlowReaderIsNotIdle(t *testing.T) {
+	const total = 1 << 20
+	h := start(t, Settings{IdleTimeout: 300 * time.Millisecond}, server(t, func(c net.Conn) {
+		c.Write(make([]byte, total))
+		io.Copy(io.Discard, c)
+	}))
+	c := dialClient(t, h.addr)
+	c.SetReadBuffer(4096)
+	buf := make([]byte, 4096)
+	for begin := time.Now(); time.Since(begin) < 1200*time.Millisecond; {
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("closed after %v while reading steadily: %v", time.Since(begin), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -74,6 +74,7 @@ type Server struct {
 // transitions seen by failed dials (never per-connection lines).
 func New(log *slog.Logger, t *Table, s Settings) *Server {
 	srv := &Server{log: log}
+	srv.eng.init()
 	srv.gate.onFree = srv.eng.slotFreed
 	srv.SetTable(t)
 	srv.SetSettings(s)
@@ -83,13 +84,17 @@ func New(log *slog.Logger, t *Table, s Settings) *Server {
 // SetTable routes new connections by t; open connections are not touched.
 func (s *Server) SetTable(t *Table) { s.route.Store(newRoute(t)) }
 
-// SetSettings applies s to the next connection (and the connection cap at once).
+// SetSettings applies s to the next connection, and the connection cap and
+// the idle timeout to the open ones at once.
 func (s *Server) SetSettings(set Settings) {
 	if set.ConnectTimeout <= 0 {
 		set.ConnectTimeout = defaultConnectTimeout
 	}
-	s.settings.Store(&set)
+	old := s.settings.Swap(&set)
 	s.gate.setLimit(int64(set.MaxConnections))
+	if old != nil && old.IdleTimeout != set.IdleTimeout {
+		s.eng.idleTimeoutChanged()
+	}
 }
 
 // Stats reads the counters.
@@ -127,6 +132,7 @@ func (s *Server) CloseAll(backends []*backend.Backend) {
 	for _, b := range backends {
 		b.CloseAll()
 	}
+	s.eng.closeAll() // and any connection a backend no longer lists
 }
 
 // gate is the max_connections cap: a connection takes a slot before it is
@@ -156,6 +162,11 @@ func (g *gate) tryAcquire() bool {
 		n, lim := g.active.Load(), g.limit.Load()
 		if lim > 0 && n >= lim {
 			g.capSince.CompareAndSwap(0, time.Now().UnixNano())
+			// A release or a raised cap between the check and the mark saw
+			// no one held back and woke no one: look again after marking.
+			if g.active.Load() < g.limit.Load() {
+				continue
+			}
 			return false
 		}
 		if g.active.CompareAndSwap(n, n+1) {
@@ -167,10 +178,7 @@ func (g *gate) tryAcquire() bool {
 	}
 }
 
-// unacquire gives back a slot that no connection used.
-func (g *gate) unacquire() { g.active.Add(-1) }
-
-// release frees the slot of a connection that ended.
+// release frees a slot: the connection ended, or none was accepted.
 func (g *gate) release() {
 	g.active.Add(-1)
 	if g.capSince.Load() != 0 {

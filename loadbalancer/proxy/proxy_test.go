@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,4 +268,27 @@ func TestBackendThatSpeaksFirst(t *testing.T) {
 		t.Fatalf("greeting %q, %v", line, err)
 	}
 	echo(t, c, "EHLO")
+}
+
+// The connection cap never loses a wake-up: when an accept is held back at
+// the very moment the last slot frees, either it sees the free slot or the
+// release wakes it.
+func TestGateNeverLosesAWakeUp(t *testing.T) {
+	var woken atomic.Int64
+	g := &gate{onFree: func() { woken.Add(1) }}
+	g.limit.Store(1)
+	for i := range 20000 {
+		g.active.Store(1)
+		g.capSince.Store(0)
+		woken.Store(0)
+		var wg sync.WaitGroup
+		var got bool
+		wg.Add(2)
+		go func() { defer wg.Done(); got = g.tryAcquire() }()
+		go func() { defer wg.Done(); g.release() }()
+		wg.Wait()
+		if !got && woken.Load() == 0 {
+			t.Fatalf("round %d: the accept was held back, the slot freed, and nothing woke it", i)
+		}
+	}
 }

@@ -33,7 +33,11 @@ type dest struct {
 const resolveTimeout = 5 * time.Second
 
 func newRoute(t *Table) *route {
-	r := &route{t: t, dests: make(map[*backend.Backend]*dest, len(t.Backends))}
+	r := &route{t: t}
+	if t == nil {
+		return r // no backend: every client is closed
+	}
+	r.dests = make(map[*backend.Backend]*dest, len(t.Backends))
 	for _, b := range t.Backends {
 		r.dests[b] = resolve(b.Address)
 	}

@@ -24,6 +24,8 @@ func newRoute(t *Table) *route { return &route{t: t} }
 // engine wakes the accept loops held back at the connection cap.
 type engine struct{ freed chan struct{} }
 
+func (e *engine) init() { e.freed = make(chan struct{}, 1) }
+
 func (e *engine) slotFreed() {
 	select {
 	case e.freed <- struct{}{}:
@@ -31,14 +33,17 @@ func (e *engine) slotFreed() {
 	}
 }
 
+// idleTimeoutChanged: the idle timeout is not enforced off Linux.
+func (e *engine) idleTimeoutChanged() {}
+
+// closeAll: CloseAll's backends list every connection here.
+func (e *engine) closeAll() {}
+
 // Serve accepts connections on ln until ctx ends, then closes ln and
 // returns; connections already accepted go on (see Wait, CloseAll). When ctx
 // ends, the connections already waiting in the backlog are still accepted
 // and proxied.
 func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
-	if s.eng.freed == nil {
-		s.eng.freed = make(chan struct{}, 1)
-	}
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now().Add(backlogGrace)) })
 	defer stop()
 	defer ln.Close()
@@ -53,7 +58,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 		}
 		c, err := ln.AcceptTCP()
 		if err != nil {
-			s.gate.unacquire()
+			s.gate.release()
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil // the grace deadline passed, or ln was closed
 			}
