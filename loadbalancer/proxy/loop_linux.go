@@ -13,7 +13,7 @@ import (
 // The Linux engine: a few event loops, each a goroutine locked to its thread
 // with its own epoll set. A loop accepts from every listener (shared between
 // the loops with EPOLLEXCLUSIVE), dials backends without blocking, and moves
-// bytes with read/send through one buffer per loop: per message a read and a
+// bytes with recvfrom/send through one buffer per loop: per message a read and a
 // send, as HAProxy does, with no goroutine wake-up and no per-connection
 // buffer unless the receiver is slow. The sockets are edge-triggered and
 // registered once; a short read means the socket is drained.
@@ -165,7 +165,7 @@ type loop struct {
 	spare  [][]byte // free bufSize buffers for slow receivers
 	slots  []slot   // by descriptor
 	gen    uint32
-	now    int64 // unix ns, taken after each epoll_wait
+	now    int64 // monotime, taken after each epoll_wait
 
 	listeners []*listener
 	paused    []*listener // listeners left alone at the connection cap or out of descriptors
