@@ -19,14 +19,14 @@ type conn struct {
 	set            *Settings
 	route          *route
 	tries          int   // dials left
-	dialStart      int64 // unix ns
-	deadline       int64 // dial deadline, unix ns
+	dialStart      int64 // monotime
+	deadline       int64 // dial deadline, monotime
 	dialing        int   // index in loop.dialing, or -1
 	index          int   // index in loop.conns
 	up, down       flow  // client → backend, backend → client
-	firstIn        int64 // unix ns of the client's first bytes; 0 = none yet
+	firstIn        int64 // monotime of the client's first bytes; 0 = none yet
 	sampled        bool  // the response-time sample is taken
-	last           int64 // unix ns of the last bytes either way
+	last           int64 // monotime of the last bytes either way
 	closed         bool
 }
 
