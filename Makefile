@@ -22,6 +22,8 @@ deps:
 
 test: deps
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+	@echo "== go test loadbalancer with the goroutine proxy (the engine off Linux)"
+	@cd loadbalancer && $(GO) test -race -count=1 -tags lemonade_goroutines . ./proxy/
 
 check: fmt vet staticcheck test-nowork
 

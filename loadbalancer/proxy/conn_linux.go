@@ -1,3 +1,5 @@
+//go:build !lemonade_goroutines
+
 package proxy
 
 import (
@@ -60,22 +62,32 @@ func (l *loop) open(fd int) {
 	}
 	l.conns = append(l.conns, c)
 	c.tries = c.set.Retries + 1
-	if !l.register(fd, c) {
+	if l.register(fd, c) != 0 {
 		l.close(c)
 		return
 	}
 	l.dial(c)
 }
 
-// dial connects c to the next backend the strategy picks; when no backend
-// is eligible or every try failed, it closes the client.
+// dial connects c to the next backend the strategy picks, from the table
+// in force at each try; when no backend is eligible or every try failed, it
+// closes the client.
 func (l *loop) dial(c *conn) {
-	for ; c.tries > 0 && c.route.t != nil && !l.srv.closing.Load(); c.tries-- {
+	for ; c.tries > 0; c.tries-- {
+		if l.srv.closing.Load() { // shutting down: no new backend connection
+			l.close(c)
+			return
+		}
+		c.route = l.srv.route.Load()
+		if c.route.t == nil {
+			break
+		}
 		b := c.route.t.Strategy.Pick(c.route.t.Backends)
 		if b == nil {
 			break
 		}
 		b.Acquire()
+		b.Attach(c) // from here a drain's end or a shutdown closes it too
 		c.b = b
 		c.dialStart = monotime()
 		d := c.route.dests[b]
@@ -84,13 +96,9 @@ func (l *loop) dial(c *conn) {
 			continue
 		}
 		fd, e := connect(d)
-		if fd < 0 && e != 0 {
-			// Out of descriptors, memory or local ports: not the backend's
-			// fault, so its health is left alone and the client is closed.
-			c.b = nil
-			b.Release()
-			l.localFailure("cannot open a backend connection", e)
-			break
+		if fd < 0 {
+			l.localFailure(c, "cannot open a backend connection", e)
+			return
 		}
 		if e != 0 && e != syscall.EINPROGRESS {
 			syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
@@ -98,9 +106,9 @@ func (l *loop) dial(c *conn) {
 			continue
 		}
 		c.server = fd
-		if !l.register(fd, c) {
-			l.dialFailed(c, "epoll_ctl failed")
-			continue
+		if errno := l.register(fd, c); errno != 0 {
+			l.localFailure(c, "cannot watch a backend connection", errno)
+			return
 		}
 		if e == 0 {
 			l.connected(c)
@@ -118,18 +126,25 @@ func (l *loop) dial(c *conn) {
 
 // dialDone runs when the backend socket of a dialing connection is writable
 // or failed: the connect's outcome is known. Writable without an error is a
-// success; only a failure needs SO_ERROR, for its reason.
+// success; otherwise SO_ERROR tells a refused or unreachable backend (a
+// failed dial) from one that accepted and then closed or reset (connected:
+// the client gets what there is, then the end).
 func (l *loop) dialDone(c *conn, ev uint32) {
 	l.stopDialing(c)
 	if ev&(syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 		l.connected(c)
 		return
 	}
-	reason := "connect failed"
-	if soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR); err == nil && soerr != 0 {
-		reason = syscall.Errno(soerr).Error()
+	soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	switch {
+	case err != nil:
+		l.dialFailed(c, err.Error())
+	case soerr == 0 || soerr == int(syscall.ECONNRESET) || soerr == int(syscall.EPIPE):
+		l.connected(c)
+		return
+	default:
+		l.dialFailed(c, syscall.Errno(soerr).Error())
 	}
-	l.dialFailed(c, reason)
 	c.tries--
 	l.dial(c)
 }
@@ -145,14 +160,11 @@ func (l *loop) stopDialing(c *conn) {
 	c.dialing = -1
 }
 
-// localFailure logs a failure of this host (out of descriptors, memory or
-// ports), at most once a second per loop.
-func (l *loop) localFailure(msg string, e syscall.Errno) {
-	if l.now-l.lastWarn < int64(time.Second) && l.lastWarn != 0 {
-		return
-	}
-	l.lastWarn = l.now
-	l.srv.log.Warn(msg, "error", e.Error())
+// localFailure closes c after a failure of this host (out of descriptors,
+// memory or ports): not the backend's fault, so its health is left alone.
+func (l *loop) localFailure(c *conn, msg string, e syscall.Errno) {
+	l.warnLocal(msg, e)
+	l.close(c)
 }
 
 // dialFailed records a failed dial, which marks the backend down at once
@@ -164,6 +176,7 @@ func (l *loop) dialFailed(c *conn, reason string) {
 	}
 	b := c.b
 	c.b = nil
+	b.Detach(c)
 	b.Release()
 	b.DialFailed()
 	b.Transition(l.srv.log, false, "dial failed: "+reason)
@@ -171,8 +184,7 @@ func (l *loop) dialFailed(c *conn, reason string) {
 
 func (l *loop) connected(c *conn) {
 	c.b.Connected(time.Duration(monotime() - c.dialStart))
-	c.b.Attach(c)
-	if l.srv.closing.Load() { // shutdown's CloseAll ran before Attach
+	if l.srv.closing.Load() { // shutdown's CloseAll is on its way
 		l.close(c)
 		return
 	}

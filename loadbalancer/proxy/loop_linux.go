@@ -1,3 +1,5 @@
+//go:build !lemonade_goroutines
+
 package proxy
 
 import (
@@ -347,7 +349,7 @@ func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
 }
 
 // register adds fd to the epoll set, edge-triggered, for both directions.
-func (l *loop) register(fd int, c *conn) bool {
+func (l *loop) register(fd int, c *conn) syscall.Errno {
 	for fd >= len(l.slots) {
 		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
 	}
@@ -358,7 +360,7 @@ func (l *loop) register(fd int, c *conn) bool {
 		Fd:     int32(fd),
 		Pad:    int32(l.gen),
 	}
-	return epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == 0
+	return epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
 }
 
 // closeFD closes a socket of a connection; closing takes it out of the
@@ -458,7 +460,7 @@ func (l *loop) accept(ln *listener) {
 		case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
 			// Out of descriptors or memory: wait, do not spin.
 			l.srv.gate.release()
-			l.localFailure("accept failed, retrying in "+acceptRetry.String(), e)
+			l.warnLocal("accept failed, retrying in "+acceptRetry.String(), e)
 			l.pause(ln)
 			l.retryAt = l.now + int64(acceptRetry)
 			l.scheduleCheck(l.retryAt)
@@ -477,6 +479,15 @@ func (l *loop) accept(ln *listener) {
 // descriptors or memory.
 const acceptRetry = 100 * time.Millisecond
 
+// warnLocal logs a failure of this host, at most once a second per loop.
+func (l *loop) warnLocal(msg string, e syscall.Errno) {
+	if l.now-l.lastWarn < int64(time.Second) && l.lastWarn != 0 {
+		return
+	}
+	l.lastWarn = l.now
+	l.srv.log.Warn(msg, "error", e.Error())
+}
+
 // ---------------------------------------------------------------- timers
 
 func (l *loop) scheduleCheck(at int64) {
@@ -491,7 +502,7 @@ func (l *loop) scheduleCheck(at int64) {
 func (l *loop) checkTimers() int {
 	idle := l.idleTimeout()
 	if idle > 0 && len(l.conns) > 0 && l.nextIdle == 0 {
-		l.nextIdle = l.now + int64(idle/4)
+		l.nextIdle = l.now + idleCheckEvery(idle)
 		l.scheduleCheck(l.nextIdle)
 	}
 	if l.nextCheck == 0 {
@@ -531,7 +542,7 @@ func (l *loop) checkTimers() int {
 			i++
 		}
 		if idle > 0 && len(l.conns) > 0 {
-			l.nextIdle = l.now + int64(idle/4)
+			l.nextIdle = l.now + idleCheckEvery(idle)
 		}
 	}
 	if l.nextIdle != 0 {
@@ -548,6 +559,11 @@ func (l *loop) checkTimers() int {
 func waitMillis(ns int64) int {
 	return int(min((ns+999_999)/1_000_000, 60_000))
 }
+
+// idleCheckEvery is the period of the idle checks: a quarter of the
+// timeout, so a connection closes at most 1.25 timeouts after its last
+// bytes; at least a millisecond.
+func idleCheckEvery(idle time.Duration) int64 { return int64(max(idle/4, time.Millisecond)) }
 
 // idleTimeout is the current setting, for open connections too.
 func (l *loop) idleTimeout() time.Duration { return l.srv.settings.Load().IdleTimeout }

@@ -1,6 +1,9 @@
+//go:build !lemonade_goroutines
+
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
 func openFDs(t *testing.T) int {
@@ -137,7 +143,7 @@ func TestIdleTimeoutSetLaterReachesOpenConnections(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	h.srv.SetSettings(Settings{EventLoops: 1, IdleTimeout: 100 * time.Millisecond})
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("idle connection still open after the idle timeout was set: %d, %v", n, err)
 	}
 }
@@ -159,4 +165,65 @@ func TestSlowReaderIsNotIdle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A reload between two tries counts: the retry picks from the table in
+// force, not from the one the client arrived under.
+func TestRetryPicksFromTheCurrentTable(t *testing.T) {
+	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
+	h := start(t, Settings{Retries: 2, ConnectTimeout: 300 * time.Millisecond}, stuck)
+	c := dialClient(t, h.addr)
+	io.WriteString(c, "x")
+	c.CloseWrite()
+	waitFor(t, func() bool { return h.pool[0].Active() == 1 }) // dialing the stuck one
+	h.srv.SetTable(&Table{Backends: []*backend.Backend{backend.New(1, "new", live, 1)}, Strategy: &strategy.RoundRobin{}})
+	h.pool[0].Drain() // as a reload does for a removed backend
+	if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+		t.Fatalf("reply %q (stats %+v): the new table has a live backend", reply, h.srv.Stats())
+	}
+}
+
+// A drain's end (Backend.CloseAll) also ends a connection still dialing that
+// backend, at once.
+func TestCloseAllEndsAConnectionStillDialing(t *testing.T) {
+	h := start(t, Settings{ConnectTimeout: 10 * time.Second}, stuckAddress(t))
+	c := dialClient(t, h.addr)
+	waitFor(t, func() bool { return h.pool[0].Active() == 1 })
+	if n := h.pool[0].CloseAll(); n != 1 {
+		t.Fatalf("CloseAll closed %d connections, want the dialing one", n)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client still connected after CloseAll: %v", err)
+	}
+	waitFor(t, func() bool { return h.pool[0].Active() == 0 && h.srv.Stats().Active == 0 })
+}
+
+// A backend that accepts and resets at once did connect: the client sees
+// the end, and the backend is not marked down for a failed dial.
+func TestBackendThatResetsAfterAcceptIsNotADialFailure(t *testing.T) {
+	h := start(t, Settings{}, server(t, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0) }))
+	for range 30 {
+		c := dialClient(t, h.addr)
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	if s := h.pool[0].Snapshot(); s.ConnectFailures != 0 || !s.Up {
+		t.Fatalf("backend after 30 accepted-then-reset connections: %+v", s)
+	}
+}
+
+func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
+	h := start(t, Settings{IdleTimeout: 150 * time.Millisecond}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	busy, quiet := dialClient(t, h.addr), dialClient(t, h.addr)
+	echo(t, quiet, "q")
+	for range 6 { // 360ms of traffic, longer than the idle timeout
+		echo(t, busy, "b")
+		time.Sleep(60 * time.Millisecond)
+	}
+	quiet.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := quiet.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("quiet connection still open: %d, %v", n, err)
+	}
+	echo(t, busy, "still here")
 }

@@ -1,3 +1,5 @@
+//go:build !lemonade_goroutines
+
 package proxy
 
 import (
@@ -6,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -37,9 +40,17 @@ func newRoute(t *Table) *route {
 	if t == nil {
 		return r // no backend: every client is closed
 	}
+	// Host names are looked up at once, so a reload waits for the slowest
+	// lookup, not for their sum.
+	dests := make([]*dest, len(t.Backends))
+	var wg sync.WaitGroup
+	for i, b := range t.Backends {
+		wg.Go(func() { dests[i] = resolve(b.Address) })
+	}
+	wg.Wait()
 	r.dests = make(map[*backend.Backend]*dest, len(t.Backends))
-	for _, b := range t.Backends {
-		r.dests[b] = resolve(b.Address)
+	for i, b := range t.Backends {
+		r.dests[b] = dests[i]
 	}
 	return r
 }

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || lemonade_goroutines
 
 package proxy
 
@@ -7,24 +7,34 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
-// Off Linux each connection is a goroutine pair running io.Copy. The
-// latency strategies see connect times only (no response-time sample) and
-// the idle timeout is not enforced.
+// Off Linux each connection is a goroutine pair running io.Copy; the idle
+// timeout is not enforced. The build tag lemonade_goroutines selects this
+// engine on Linux too, so that `make test` runs the proxy's tests on it.
 
 // route is what a new connection is routed by.
 type route struct{ t *Table }
 
 func newRoute(t *Table) *route { return &route{t: t} }
 
-// engine wakes the accept loops held back at the connection cap.
-type engine struct{ freed chan struct{} }
+// engine wakes the accept loops held back at the connection cap and knows
+// every open connection, for CloseAll.
+type engine struct {
+	freed chan struct{}
+	mu    sync.Mutex
+	links map[*link]struct{}
+}
 
-func (e *engine) init() { e.freed = make(chan struct{}, 1) }
+func (e *engine) init() {
+	e.freed = make(chan struct{}, 1)
+	e.links = map[*link]struct{}{}
+}
 
 func (e *engine) slotFreed() {
 	select {
@@ -36,8 +46,13 @@ func (e *engine) slotFreed() {
 // idleTimeoutChanged: the idle timeout is not enforced off Linux.
 func (e *engine) idleTimeoutChanged() {}
 
-// closeAll: CloseAll's backends list every connection here.
-func (e *engine) closeAll() {}
+func (e *engine) closeAll() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for l := range e.links {
+		l.Close()
+	}
+}
 
 // Serve accepts connections on ln until ctx ends, then closes ln and
 // returns; connections already accepted go on (see Wait, CloseAll). When ctx
@@ -49,16 +64,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 	defer ln.Close()
 	var backoff time.Duration
 	for {
-		for !s.gate.tryAcquire() {
-			select {
-			case <-s.eng.freed:
-			case <-ctx.Done():
-				return nil
-			}
-		}
+		// The slot is taken after the accept (a listener waiting for a
+		// client must not hold one) and before the next: at the cap this
+		// loop holds one accepted client and the rest wait in the backlog.
 		c, err := ln.AcceptTCP()
 		if err != nil {
-			s.gate.release()
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil // the grace deadline passed, or ln was closed
 			}
@@ -73,6 +83,17 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 			continue
 		}
 		backoff = 0
+		for !s.gate.tryAcquire() {
+			select {
+			case <-s.eng.freed:
+			case <-ctx.Done():
+				c.Close()
+				return nil
+			}
+		}
+		if lim := s.gate.limit.Load(); lim > 0 && s.gate.active.Load() < lim {
+			s.eng.slotFreed() // room for another accept loop held back too
+		}
 		s.accepted.Add(1)
 		s.conns.Add(1)
 		go s.handle(c)
@@ -92,11 +113,19 @@ func (s *Server) handle(client *net.TCPConn) {
 	l := &link{client: client, server: server}
 	b.Attach(l)
 	defer b.Detach(l)
-	if s.closing.Load() { // shutdown's CloseAll ran between our dial and Attach
+	s.eng.mu.Lock()
+	s.eng.links[l] = struct{}{}
+	s.eng.mu.Unlock()
+	defer func() {
+		s.eng.mu.Lock()
+		delete(s.eng.links, l)
+		s.eng.mu.Unlock()
+	}()
+	if s.closing.Load() { // shutdown's CloseAll ran between our dial and here
 		l.Close()
 		return
 	}
-	in, out := l.run()
+	in, out := l.run(b)
 	b.AddBytes(in, out)
 }
 
@@ -128,7 +157,10 @@ func (s *Server) connect(t *Table, set *Settings) (*backend.Backend, *net.TCPCon
 }
 
 // link is one proxied connection.
-type link struct{ client, server *net.TCPConn }
+type link struct {
+	client, server *net.TCPConn
+	firstIn        atomic.Int64 // unix ns of the client's first bytes
+}
 
 // Close aborts both sides; the copies then end with an error.
 func (l *link) Close() error {
@@ -138,21 +170,47 @@ func (l *link) Close() error {
 }
 
 // run copies both ways, half-closing on EOF, until both directions are done.
-func (l *link) run() (in, out int64) {
+// The first bytes each way give the response-time sample: from the client's
+// first bytes to the backend's, the client's think time not counted.
+func (l *link) run(b *backend.Backend) (in, out int64) {
 	done := make(chan int64, 1)
-	go func() { done <- l.copy(l.server, l.client) }()
-	out = l.copy(l.client, l.server)
+	go func() {
+		done <- l.copy(l.server, l.client, func() { l.firstIn.Store(time.Now().UnixNano()) })
+	}()
+	out = l.copy(l.client, l.server, func() {
+		if t0 := l.firstIn.Load(); t0 != 0 { // 0: the backend spoke first
+			b.ObserveLatency(time.Duration(time.Now().UnixNano() - t0))
+		}
+	})
 	in = <-done
 	l.Close()
 	return in, out
 }
 
-func (l *link) copy(dst, src *net.TCPConn) int64 {
-	n, err := io.Copy(dst, src)
+// copy moves src to dst: the first chunk by hand, to run first when it
+// arrives, then io.Copy.
+func (l *link) copy(dst, src *net.TCPConn, first func()) int64 {
+	buf := make([]byte, 16<<10)
+	n, err := src.Read(buf)
+	if n > 0 {
+		first()
+		if _, werr := dst.Write(buf[:n]); werr != nil {
+			l.Close()
+			return 0
+		}
+	}
+	moved := int64(n)
+	if err == nil {
+		var m int64
+		m, err = io.Copy(dst, src)
+		moved += m
+	} else if err == io.EOF {
+		err = nil
+	}
 	if err != nil {
 		l.Close()
 	} else {
 		dst.CloseWrite()
 	}
-	return n
+	return moved
 }
