@@ -298,19 +298,25 @@ func (l *loop) eof(c *conn, f *flow) {
 		l.close(c)
 		return
 	}
-	l.halfClosed = append(l.halfClosed, f)
-	l.halfConns = append(l.halfConns, c)
+	l.halfClosed = append(l.halfClosed, halfClose{c, f})
+}
+
+// halfClose is a FIN to pass on at the end of the batch: f's, unless c has
+// closed meanwhile.
+type halfClose struct {
+	c *conn
+	f *flow
 }
 
 // shutdownHalfClosed passes on the FINs of the batch.
 func (l *loop) shutdownHalfClosed() {
-	for i, f := range l.halfClosed {
-		if !l.halfConns[i].closed {
-			syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(f.to), syscall.SHUT_WR, 0)
+	for i, h := range l.halfClosed {
+		if !h.c.closed {
+			syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(h.f.to), syscall.SHUT_WR, 0)
 		}
-		l.halfClosed[i], l.halfConns[i] = nil, nil
+		l.halfClosed[i] = halfClose{}
 	}
-	l.halfClosed, l.halfConns = l.halfClosed[:0], l.halfConns[:0]
+	l.halfClosed = l.halfClosed[:0]
 }
 
 // close ends c: both sockets, its buffers, its slot and the counters.

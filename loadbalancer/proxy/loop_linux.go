@@ -169,18 +169,15 @@ type loop struct {
 	gen    uint32
 	now    int64 // monotime, taken after each epoll_wait
 
-	listeners []*listener
-	paused    []*listener // listeners left alone at the connection cap or out of descriptors
-	retryAt   int64       // when to retry paused listeners out of descriptors; 0 = not waiting
-	conns     []*conn     // every open connection, for idle checks
-	// The flows whose FIN is to be passed on at the end of the batch, and
-	// their connections.
-	halfClosed []*flow
-	halfConns  []*conn
-	dialing    []*conn // connections waiting for their backend's answer
-	nextCheck  int64   // earliest connect deadline, idle check or accept retry; 0 = none
-	nextIdle   int64   // next idle check; 0 = none
-	lastWarn   int64   // when localFailure last logged
+	listeners  []*listener
+	paused     []*listener // listeners left alone at the connection cap or out of descriptors
+	retryAt    int64       // when to retry paused listeners out of descriptors; 0 = not waiting
+	conns      []*conn     // every open connection, for idle checks
+	halfClosed []halfClose // FINs to pass on at the end of the batch
+	dialing    []*conn     // connections waiting for their backend's answer
+	nextCheck  int64       // earliest connect deadline, idle check or accept retry; 0 = none
+	nextIdle   int64       // next idle check; 0 = none
+	lastWarn   int64       // when localFailure last logged
 
 	mu      sync.Mutex
 	inbox   []func(*loop)

@@ -187,17 +187,25 @@ func (l *link) run(b *backend.Backend) (in, out int64) {
 	return in, out
 }
 
+// firstChunks are the buffers of the first reads, shared: a connection
+// holds one only until its first bytes are passed on.
+var firstChunks = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
 // copy moves src to dst: the first chunk by hand, to run first when it
 // arrives, then io.Copy.
 func (l *link) copy(dst, src *net.TCPConn, first func()) int64 {
-	buf := make([]byte, 16<<10)
-	n, err := src.Read(buf)
+	buf := firstChunks.Get().(*[]byte)
+	n, err := src.Read(*buf)
 	if n > 0 {
 		first()
-		if _, werr := dst.Write(buf[:n]); werr != nil {
+		_, werr := dst.Write((*buf)[:n])
+		firstChunks.Put(buf)
+		if werr != nil {
 			l.Close()
 			return 0
 		}
+	} else {
+		firstChunks.Put(buf)
 	}
 	moved := int64(n)
 	if err == nil {
