@@ -1,12 +1,13 @@
-# Every target runs in every module of the workspace (each directory with a go.mod).
-MODULES     := $(sort $(dir $(wildcard */go.mod)))
+# Every target runs in every module of the workspace (each directory with a go.mod,
+# and the benchmark tools' modules under bench/).
+MODULES     := $(sort $(dir $(wildcard */go.mod bench/*/go.mod)))
 GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run deps test check fmt vet staticcheck test-nowork bench bench-compare tidy
+.PHONY: all build run deps test check fmt vet staticcheck test-nowork bench bench-compare bench-fairness tidy
 
 all: check test build
 
@@ -47,6 +48,10 @@ bench:
 
 bench-compare: build
 	bash bench/compare.sh
+
+# One busy connection vs a 1-byte echo on the same event loop, against HAProxy.
+bench-fairness: build
+	bash bench/fairness.sh
 
 tidy:
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done

@@ -30,6 +30,10 @@
 #   REDIS_CLIENTS [50] REDIS_PIPELINE [16]
 #   LEMONADE [bin/lemonade]  the binary under test (`lemonade lb`)
 #   LEMONADE_WORKER [$LEMONADE]  the binary that runs the workers
+#   BEFORE []             a second Lemonade binary (the build before a change):
+#                         adds the target lemonade-before, run exactly like
+#                         lemonade (own port and config) with that binary, right
+#                         after lemonade in TARGETS unless TARGETS names it
 #   INSTALL [1]           0: never apt-get, fail if a tool is missing
 #   KEEP_WORK [0]         1: keep the temp dir (configs, logs, raw.tsv) after a good run
 #   TW_REUSE [1]          1: set net.ipv4.tcp_tw_reuse=1 while running if it is 0
@@ -55,6 +59,7 @@ REDIS_CLIENTS=${REDIS_CLIENTS:-50}
 REDIS_PIPELINE=${REDIS_PIPELINE:-16}
 LEMONADE=${LEMONADE:-$ROOT/bin/lemonade}
 LEMONADE_WORKER=${LEMONADE_WORKER:-$LEMONADE}
+BEFORE=${BEFORE:-}
 INSTALL=${INSTALL:-1}
 TW_REUSE=${TW_REUSE:-1}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -66,9 +71,20 @@ for v in ROUNDS DURATION CLOSE_DURATION WARMUP THREADS CONNS SETTLE REDIS_N REDI
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
+if [[ -n $BEFORE && " $TARGETS " != *" lemonade-before "* ]]; then
+	if [[ " $TARGETS " == *" lemonade "* ]]; then
+		TARGETS=$(sed 's/\(^\| \)lemonade\( \|$\)/\1lemonade lemonade-before\2/' <<<"$TARGETS")
+	else
+		TARGETS="$TARGETS lemonade-before"
+	fi
+fi
 for t in $TARGETS; do
-	case $t in direct | lemonade | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS (direct lemonade haproxy nginx)" ;; esac
+	case $t in direct | lemonade | lemonade-before | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS (direct lemonade lemonade-before haproxy nginx)" ;; esac
 done
+if [[ " $TARGETS " == *" lemonade-before "* ]]; then
+	[[ -n $BEFORE ]] || die "target lemonade-before needs BEFORE=/path/to/lemonade"
+	[[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not an executable"
+fi
 for m in $MODES; do
 	case $m in keepalive | close) ;; *) die "unknown mode '$m' in MODES (keepalive close)" ;; esac
 done
@@ -202,10 +218,12 @@ start_balancers() {
 	for t in $TARGETS; do
 		name=$prefix-$t
 		case $t in
-		lemonade)
+		lemonade | lemonade-before)
+			local bin=$LEMONADE
+			[[ $t == lemonade-before ]] && bin=$BEFORE
 			addr=127.0.0.1:$(free_port)
 			render "$TEMPLATES/lemonade.yaml.tmpl" "$WORK/$name.yaml" "$name" "$addr" "$b1" "$b2"
-			start "$name" "$LEMONADE" --log-level warn lb -c "$WORK/$name.yaml"
+			start "$name" "$bin" --log-level warn lb -c "$WORK/$name.yaml"
 			;;
 		haproxy)
 			addr=127.0.0.1:$(free_port)
@@ -356,6 +374,7 @@ machine() {
 	echo "| OS | $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}") |"
 	echo "| Go | $(go version 2>/dev/null | awk '{print $3}' || echo '?') |"
 	echo "| lemonade (balancer) | $("$LEMONADE" version 2>/dev/null | head -1) |"
+	[[ -z $BEFORE ]] || echo "| lemonade-before (balancer) | $("$BEFORE" version 2>/dev/null | head -1) ($BEFORE) |"
 	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || echo "| lemonade (workers) | $("$LEMONADE_WORKER" version 2>/dev/null | head -1) |"
 	echo "| HAProxy | $(haproxy -v | head -1 | awk '{print $3}') |"
 	echo "| nginx | $(nginx -v 2>&1 | sed 's|.*nginx/||') |"
@@ -455,12 +474,14 @@ report() {
 	local bins=""
 	[[ $LEMONADE == "$ROOT/bin/lemonade" ]] || bins+="LEMONADE=$LEMONADE "
 	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || bins+="LEMONADE_WORKER=$LEMONADE_WORKER "
+	[[ -z $BEFORE ]] || bins+="BEFORE=$BEFORE "
 	echo "Command: \`${bins}ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
 	echo
 	machine
 	echo
 	echo "Targets: **direct** = wrk straight to one worker (the limit); **lemonade** = \`lemonade lb\`," \
-		"round_robin over both workers, \`event_loops: 1\`; **haproxy** = \`mode tcp\`, \`nbthread 1\`," \
+		"round_robin over both workers, \`event_loops: 1\`;" \
+		"${BEFORE:+**lemonade-before** = the same with the BEFORE binary; }**haproxy** = \`mode tcp\`, \`nbthread 1\`," \
 		"\`balance roundrobin\`; **nginx** = \`stream\`, \`worker_processes 1\`. Backends: two" \
 		"\`lemonade worker -f fasthttp -d 0\` (\`GET /work\`). Everything on loopback on this machine," \
 		"interleaved: each round runs every target once per mode. Figures are medians over $ROUNDS rounds;" \
@@ -488,7 +509,7 @@ report() {
 		echo "| mode | balancer | CPU/req ÷ HAProxy | req/s ÷ HAProxy |"
 		echo "|---|---|--:|--:|"
 		for m in $MODES; do
-			for t in lemonade nginx; do
+			for t in lemonade lemonade-before nginx; do
 				[[ " $TARGETS " == *" $t "* ]] || continue
 				echo "| $m | $t | $(fmt "$(ratio_median http "$m" 8 "$t" haproxy)" '%.2f') | $(fmt "$(ratio_median http "$m" 5 "$t" haproxy)" '%.2f') |"
 			done
@@ -496,7 +517,7 @@ report() {
 		if ((REDIS)); then
 			for v in plain pipelined; do
 				for test in set get; do
-					for t in lemonade nginx; do
+					for t in lemonade lemonade-before nginx; do
 						[[ " $TARGETS " == *" $t "* ]] || continue
 						echo "| redis $v ${test^^} | $t | $(fmt "$(ratio_median redis "$v-$test" 8 "$t" haproxy)" '%.2f') |" \
 							"$(fmt "$(ratio_median redis "$v-$test" 5 "$t" haproxy)" '%.2f') |"

@@ -50,35 +50,37 @@ var ErrStopped = errors.New("load balancer stopped")
 // accepting config updates. When ctx ends the balancer stops accepting, lets
 // open connections finish for up to runtime.drain_timeout_millis, closes the
 // rest and closes Done.
+//
+// Starting is applying cfg over an empty running config (no listener, no
+// backend): the first table is built by the same code as every reload.
 func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer, error) {
-	ln, err := listen(cfg.Proxy.ListenAddress)
-	if err != nil {
-		return nil, err
-	}
 	b := &Balancer{
 		log:      log,
-		checker:  health.New(log, healthSettings(cfg)),
+		srv:      proxy.New(log, nil, proxy.Settings{}),
+		checker:  health.New(log, health.Settings{}),
 		updates:  make(chan update),
 		done:     make(chan struct{}),
-		cfg:      cfg,
-		addr:     ln.Addr(),
+		cfg:      &config.Config{},
 		draining: map[*backend.Backend]struct{}{},
 	}
-	for _, bc := range cfg.Backends {
-		b.pool = append(b.pool, backend.New(bc.ID, bc.Name, bc.Address, bc.Weight))
-	}
-	strat, err := strategy.New(cfg.Strategy, b.pool, cfg.Adaptive)
-	if err != nil {
-		ln.Close()
+	warnDescriptorLimit(log, raiseDescriptorLimit(), cfg)
+	r := &running{stopListener: func() {}, stopDrains: make(chan struct{})}
+	if _, err := b.apply(ctx, cfg, r); err != nil {
+		b.checker.Stop()
 		return nil, err
 	}
-	b.srv = proxy.New(log, &proxy.Table{Backends: b.pool, Strategy: strat}, proxySettings(cfg))
-	for _, be := range b.pool {
-		b.checker.Watch(ctx, be)
-	}
-	go b.run(ctx, ln)
-	log.Info("load balancer started", "listen", ln.Addr().String(), "strategy", cfg.Strategy, "backends", len(cfg.Backends))
+	go b.run(ctx, r)
+	log.Info("load balancer started", "listen", b.Addr().String(), "strategy", cfg.Strategy, "backends", len(cfg.Backends))
 	return b, nil
+}
+
+// running is what the run loop owns besides the config: the listener being
+// served and the drains in progress.
+type running struct {
+	stopListener func() // stops serving the current listener
+	serving      sync.WaitGroup
+	drains       sync.WaitGroup
+	stopDrains   chan struct{} // closed at shutdown, which closes every connection itself
 }
 
 // Addr is the address the balancer accepts connections on.
@@ -120,27 +122,25 @@ func (b *Balancer) ReloadFailed(err error) {
 	b.mu.Unlock()
 }
 
-// run owns the listeners and applies updates until ctx ends, then shuts down.
-func (b *Balancer) run(ctx context.Context, ln *net.TCPListener) {
+// run applies updates until ctx ends, then shuts down.
+func (b *Balancer) run(ctx context.Context, r *running) {
 	defer close(b.done)
-	var serving sync.WaitGroup
-	stopListener := b.serve(ctx, ln, &serving)
-	var drains sync.WaitGroup
-	stopDrains := make(chan struct{})
 	for {
 		select {
 		case u := <-b.updates:
-			err := b.apply(ctx, u.cfg, &stopListener, &serving, &drains, stopDrains)
+			changes, err := b.apply(ctx, u.cfg, r)
 			if err != nil {
 				b.ReloadFailed(err)
+			} else {
+				b.log.Info("config applied", "changes", strings.Join(changes, "; "))
 			}
 			u.reply <- err
 		case <-ctx.Done():
-			stopListener()
-			serving.Wait()
+			r.stopListener()
+			r.serving.Wait()
 			b.shutdown()
-			close(stopDrains)
-			drains.Wait()
+			close(r.stopDrains)
+			r.drains.Wait()
 			return
 		}
 	}
@@ -149,13 +149,11 @@ func (b *Balancer) run(ctx context.Context, ln *net.TCPListener) {
 // serve accepts on ln until the returned stop is called or ctx ends.
 func (b *Balancer) serve(ctx context.Context, ln *net.TCPListener, serving *sync.WaitGroup) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
-	serving.Add(1)
-	go func() {
-		defer serving.Done()
+	serving.Go(func() {
 		if err := b.srv.Serve(lctx, ln); err != nil {
 			b.log.Error("cannot serve the listener", "address", ln.Addr().String(), "error", err)
 		}
-	}()
+	})
 	return cancel
 }
 
@@ -168,40 +166,42 @@ func (b *Balancer) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if !b.srv.Wait(ctx) {
-		all := b.backends()
 		b.log.Warn("drain timeout reached: closing open connections", "active_connections", b.srv.Stats().Active)
-		b.srv.CloseAll(all)
+		b.srv.CloseAll()
 		b.srv.Wait(context.Background())
 	}
 	b.log.Info("load balancer stopped")
 }
 
-// backends returns the pool and the backends still draining.
-func (b *Balancer) backends() []*backend.Backend {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	all := append([]*backend.Backend(nil), b.pool...)
-	for d := range b.draining {
-		all = append(all, d)
-	}
-	return all
-}
-
-// apply diffs cfg against the running config and changes the running system.
-// Only binding a new listen address can fail, so it goes first: past it the
-// change is applied whole.
-func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *func(), serving, drains *sync.WaitGroup, stopDrains chan struct{}) error {
+// apply diffs cfg against the running config and changes the running system,
+// returning what changed. Only binding a new listen address can fail, so it
+// goes first: past it the change is applied whole. Over the empty config
+// Start begins with, it builds everything: that is the start.
+func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (changes []string, err error) {
 	old := b.Config()
+	// Every valid config has a backend: only the empty one Start begins
+	// with has none, and applying over it is not a reload.
+	starting := len(old.Backends) == 0
+	// Apply's callers pass validated configs; checking again costs little and
+	// makes every later step one that cannot fail on a hand-built one.
+	if err := cfg.Validate(); err != nil {
+		if starting {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reload rejected: %w", err)
+	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
 		ln, err := listen(cfg.Proxy.ListenAddress)
 		if err != nil {
-			return fmt.Errorf("reload rejected, still listening on %s: %w", old.Proxy.ListenAddress, err)
+			if starting {
+				return nil, err
+			}
+			return nil, fmt.Errorf("reload rejected, still listening on %s: %w", old.Proxy.ListenAddress, err)
 		}
 		newLn = ln
 	}
 
-	var changes []string
 	current := map[int]*backend.Backend{}
 	b.mu.Lock()
 	for _, be := range b.pool {
@@ -209,6 +209,7 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *
 	}
 	b.mu.Unlock()
 	pool := make([]*backend.Backend, 0, len(cfg.Backends))
+	var added []*backend.Backend
 	for _, bc := range cfg.Backends {
 		be, ok := current[bc.ID]
 		if ok && be.Address == bc.Address {
@@ -225,16 +226,16 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *
 			continue
 		}
 		be = backend.New(bc.ID, bc.Name, bc.Address, bc.Weight)
-		b.checker.Watch(ctx, be)
+		added = append(added, be)
 		changes = append(changes, fmt.Sprintf("backend %d added at %s", bc.ID, bc.Address))
 		pool = append(pool, be)
 	}
-	strat, err := strategy.New(cfg.Strategy, pool, cfg.Adaptive)
-	if err != nil { // config.Load validated the name; only a hand-built config gets here
+	strat, err := strategy.New(cfg.Strategy, pool, strategy.Options{Adaptive: cfg.Adaptive})
+	if err != nil { // Validate checked the name, so this is not expected
 		if newLn != nil {
 			newLn.Close()
 		}
-		return err
+		return nil, err
 	}
 	if cfg.Strategy != old.Strategy {
 		changes = append(changes, fmt.Sprintf("strategy %s→%s", old.Strategy, cfg.Strategy))
@@ -253,12 +254,17 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *
 	}
 
 	b.srv.SetSettings(proxySettings(cfg))
-	b.checker.SetSettings(healthSettings(cfg))
+	b.checker.SetSettings(healthSettings(cfg)) // before Watch: new loops read them
+	for _, be := range added {
+		b.checker.Watch(ctx, be)
+	}
 	b.srv.SetTable(&proxy.Table{Backends: pool, Strategy: strat})
 
 	b.mu.Lock()
 	b.cfg, b.pool = cfg, pool
-	b.reloadsOK.Add(1) // with the config, so readers never see one without the other
+	if !starting {
+		b.reloadsOK.Add(1) // with the config, so readers never see one without the other
+	}
 	for _, gone := range current {
 		b.draining[gone] = struct{}{}
 	}
@@ -267,45 +273,37 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, stopListener *
 		changes = append(changes, fmt.Sprintf("backend %d at %s draining", gone.ID, gone.Address))
 		gone.Drain()
 		b.checker.Forget(gone)
-		drains.Add(1)
-		go func() {
-			defer drains.Done()
-			b.drain(gone, cfg.Runtime.DrainTimeout, stopDrains)
-		}()
+		r.drains.Go(func() { b.drain(gone, cfg.Runtime.DrainTimeout, r.stopDrains) })
 	}
 
 	if newLn != nil {
-		(*stopListener)()
-		*stopListener = b.serve(ctx, newLn, serving)
+		r.stopListener()
+		r.stopListener = b.serve(ctx, newLn, &r.serving)
 		b.mu.Lock()
 		b.addr = newLn.Addr()
 		b.mu.Unlock()
-		changes = append(changes, fmt.Sprintf("listening on %s instead of %s", cfg.Proxy.ListenAddress, old.Proxy.ListenAddress))
+		if !starting {
+			changes = append(changes, fmt.Sprintf("listening on %s instead of %s", cfg.Proxy.ListenAddress, old.Proxy.ListenAddress))
+		}
 	}
 	if len(changes) == 0 {
 		changes = append(changes, "no change")
 	}
-	b.log.Info("config applied", "changes", strings.Join(changes, "; "))
-	return nil
+	return changes, nil
 }
 
 // drain waits for a removed backend's connections to end, closes whatever is
-// left after timeout, and forgets the backend.
+// left after timeout, and forgets the backend. At shutdown (stop) it stops
+// waiting: the shutdown closes every connection itself.
 func (b *Balancer) drain(be *backend.Backend, timeout time.Duration, stop <-chan struct{}) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for be.Active() > 0 {
-		select {
-		case <-tick.C:
-			continue
-		case <-deadline.C:
-			n := be.CloseAll()
-			b.log.Info("drain timeout reached: closed connections", "backend", be.Name(), "address", be.Address, "closed", n)
-		case <-stop:
-		}
-		break
+	select {
+	case <-b.srv.Drained(be):
+	case <-deadline.C:
+		n := b.srv.CloseBackend(be)
+		b.log.Info("drain timeout reached: closed connections", "backend", be.Name(), "address", be.Address, "closed", n)
+	case <-stop:
 	}
 	b.mu.Lock()
 	delete(b.draining, be)
@@ -329,6 +327,10 @@ func proxySettings(c *config.Config) proxy.Settings {
 		ConnectTimeout: c.Proxy.ConnectTimeout,
 		IdleTimeout:    c.Proxy.IdleTimeout,
 		EventLoops:     c.Proxy.EventLoops,
+		Passive: backend.Passive{
+			MaxFails:     c.Health.Passive.MaxFails,
+			FailDuration: c.Health.Passive.FailDuration,
+		},
 	}
 	if c.Proxy.Retries != nil {
 		s.Retries = *c.Proxy.Retries
@@ -359,6 +361,7 @@ type Snapshot struct {
 	LastError     string             `json:"last_reload_error,omitempty"`
 	HealthChecks  uint64             `json:"health_checks"`
 	HealthFailed  uint64             `json:"health_checks_failed"`
+	HealthLocal   uint64             `json:"health_checks_local_failures"` // failed on this host (out of fds, ports): in neither count above
 }
 
 // Snapshot reads the current state without blocking the proxy.
@@ -381,5 +384,6 @@ func (b *Balancer) Snapshot() Snapshot {
 	b.mu.Unlock()
 	s.Proxy = b.srv.Stats()
 	s.HealthChecks, s.HealthFailed = b.checker.Counts()
+	s.HealthLocal = b.checker.LocalFailures()
 	return s
 }

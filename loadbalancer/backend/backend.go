@@ -4,10 +4,8 @@
 package backend
 
 import (
-	"io"
 	"log/slog"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,6 +20,8 @@ const ewmaAlpha = 0.2
 type Backend struct {
 	ID      int
 	Address string
+
+	addrs addrBook // Address resolved, for the proxy and the health checks (resolve.go)
 
 	name   atomic.Pointer[string]
 	weight atomic.Int32
@@ -45,13 +45,13 @@ type Backend struct {
 	lastCheckOK atomic.Bool
 	lastReason  atomic.Pointer[string]
 
-	mu    sync.Mutex
-	links map[io.Closer]struct{} // live proxied connections, for forced close
+	passive passive // failed dials, for the passive health policy (passive.go)
 }
 
 // New returns a Backend that is up, with weight clamped to at least 1.
 func New(id int, name, address string, weight int) *Backend {
-	b := &Backend{ID: id, Address: address, links: map[io.Closer]struct{}{}}
+	b := &Backend{ID: id, Address: address}
+	b.addrs.init(address)
 	b.SetName(name)
 	b.SetWeight(weight)
 	b.up.Store(true)
@@ -101,12 +101,6 @@ func (b *Backend) Acquire() { b.active.Add(1) }
 
 // Release undoes Acquire.
 func (b *Backend) Release() { b.active.Add(-1) }
-
-// DialFailed records a failed dial.
-func (b *Backend) DialFailed() {
-	b.connectFailures.Add(1)
-	b.observeError(1)
-}
 
 // Connected records a successful dial and its connect time, which seeds the
 // latency average until a response time is measured.
@@ -174,35 +168,6 @@ func (b *Backend) ErrorRate() float64 { return math.Float64frombits(b.errorRate.
 func (b *Backend) Checked(at time.Time, ok bool) {
 	b.lastCheck.Store(at.UnixNano())
 	b.lastCheckOK.Store(ok)
-}
-
-// Attach registers a live connection so CloseAll can end it.
-func (b *Backend) Attach(c io.Closer) {
-	b.mu.Lock()
-	b.links[c] = struct{}{}
-	b.mu.Unlock()
-}
-
-// Detach unregisters a connection that has ended.
-func (b *Backend) Detach(c io.Closer) {
-	b.mu.Lock()
-	delete(b.links, c)
-	b.mu.Unlock()
-}
-
-// CloseAll closes every live connection of the backend (the end of a drain)
-// and returns how many it closed.
-func (b *Backend) CloseAll() int {
-	b.mu.Lock()
-	links := make([]io.Closer, 0, len(b.links))
-	for c := range b.links {
-		links = append(links, c)
-	}
-	b.mu.Unlock()
-	for _, c := range links {
-		c.Close()
-	}
-	return len(links)
 }
 
 // Snapshot is a point-in-time copy of a backend's state, for readers.

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"errors"
 	"math"
 	"sync"
 	"testing"
@@ -61,7 +60,7 @@ func TestLatencyAverageFollowsSamples(t *testing.T) {
 func TestErrorRateRisesWithFailuresAndFalls(t *testing.T) {
 	b := New(1, "a", "x:1", 1)
 	for range 10 {
-		b.DialFailed()
+		b.DialFailed(Passive{})
 	}
 	high := b.ErrorRate()
 	for range 10 {
@@ -69,30 +68,6 @@ func TestErrorRateRisesWithFailuresAndFalls(t *testing.T) {
 	}
 	if high < 0.8 || b.ErrorRate() > 0.2 {
 		t.Fatalf("error rate %v after failures, %v after successes", high, b.ErrorRate())
-	}
-}
-
-type closer struct {
-	mu     sync.Mutex
-	closed int
-}
-
-func (c *closer) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed++
-	return errors.New("closed")
-}
-
-func TestCloseAllClosesAttachedOnly(t *testing.T) {
-	b := New(1, "a", "x:1", 1)
-	c1, c2, c3 := &closer{}, &closer{}, &closer{}
-	b.Attach(c1)
-	b.Attach(c2)
-	b.Attach(c3)
-	b.Detach(c2)
-	if n := b.CloseAll(); n != 2 || c1.closed != 1 || c2.closed != 0 || c3.closed != 1 {
-		t.Fatalf("CloseAll closed %d: %d %d %d", n, c1.closed, c2.closed, c3.closed)
 	}
 }
 

@@ -10,19 +10,9 @@ package config
 import (
 	"fmt"
 	"time"
-)
 
-// Strategy names, as in the seed README.
-const (
-	RoundRobin          = "round_robin"
-	LeastConnections    = "least_connections"
-	WeightedRoundRobin  = "weighted_round_robin"
-	FastestResponseTime = "fastest_response_time"
-	Adaptive            = "adaptive"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
-
-// Strategies lists every valid strategy name, in documentation order.
-var Strategies = []string{RoundRobin, LeastConnections, WeightedRoundRobin, FastestResponseTime, Adaptive}
 
 // Health check kinds.
 const (
@@ -53,12 +43,14 @@ const (
 type Config struct {
 	Runtime  Runtime   `mapstructure:"runtime"`
 	Proxy    Proxy     `mapstructure:"proxy"`
-	Strategy string    `mapstructure:"strategy"` // one of Strategies; default round_robin
+	Strategy string    `mapstructure:"strategy"` // one of strategy.Names(); default strategy.Default()
 	Backends []Backend `mapstructure:"backends"` // at least one
 	Health   Health    `mapstructure:"health"`
 	Metrics  Metrics   `mapstructure:"metrics"`
-	Adaptive Weights   `mapstructure:"adaptive"`
 	Admin    Admin     `mapstructure:"admin"`
+	// Adaptive is the adaptive strategy's settings, checked whichever
+	// strategy is in use so a later switch to adaptive cannot fail.
+	Adaptive strategy.AdaptiveWeights `mapstructure:"adaptive"`
 
 	// OTLPEndpoint and OTLPProtocol configure OpenTelemetry export; an empty
 	// endpoint disables it. OTLPProtocol is one of OTLPProtocols (default grpc).
@@ -114,7 +106,7 @@ type Backend struct {
 	Weight  int    `mapstructure:"weight"`  // MinWeight..MaxWeight; default 1
 }
 
-// Health configures the active checks.
+// Health configures the active checks and the passive failure detection.
 type Health struct {
 	Kind     string        `mapstructure:"kind"`     // one of HealthKinds; default tcp
 	Path     string        `mapstructure:"path"`     // GET path for http checks; default /health
@@ -122,6 +114,19 @@ type Health struct {
 	Timeout  time.Duration `mapstructure:"timeout"`  // for one check; default 2s
 	Rise     int           `mapstructure:"rise"`     // consecutive successes to mark a backend up; default 2
 	Fall     int           `mapstructure:"fall"`     // consecutive failures to mark a backend down; default 3
+	Passive  Passive       `mapstructure:"passive"`
+}
+
+// Passive is when failed dials take a backend down between active checks
+// (backend.Passive): MaxFails failures within FailDuration. A failed dial
+// always retries another backend at once, whatever the policy.
+type Passive struct {
+	// MaxFails is 0..backend.MaxPassiveFails; 0 never marks a backend down.
+	// Default 3.
+	MaxFails int `mapstructure:"max_fails"`
+	// FailDuration is the window the failures must fall within; positive
+	// when MaxFails is not 0. Default 10s.
+	FailDuration time.Duration `mapstructure:"fail_duration"`
 }
 
 // Metrics is the seed's metrics section: how often the per-backend metrics
@@ -130,14 +135,6 @@ type Health struct {
 type Metrics struct {
 	Interval time.Duration `mapstructure:"interval"` // default 10s
 	Timeout  time.Duration `mapstructure:"timeout"`  // default 2s
-}
-
-// Weights are the adaptive strategy's factor weights. They are relative (they
-// need not sum to 1), non-negative, and not all zero.
-type Weights struct {
-	ConnectionWeight float64 `mapstructure:"connection_weight"` // default 0.4
-	LatencyWeight    float64 `mapstructure:"latency_weight"`    // default 0.4
-	ErrorWeight      float64 `mapstructure:"error_weight"`      // default 0.2
 }
 
 // Admin configures the admin/metrics HTTP listener; empty address disables it.
@@ -162,7 +159,7 @@ func Default() *Config {
 			MaxConnections: 10000,
 			ConnectTimeout: 2 * time.Second,
 		},
-		Strategy: RoundRobin,
+		Strategy: strategy.Default(),
 		Health: Health{
 			Kind:     HealthTCP,
 			Path:     "/health",
@@ -170,9 +167,10 @@ func Default() *Config {
 			Timeout:  2 * time.Second,
 			Rise:     2,
 			Fall:     3,
+			Passive:  Passive{MaxFails: 3, FailDuration: 10 * time.Second},
 		},
 		Metrics:      Metrics{Interval: 10 * time.Second, Timeout: 2 * time.Second},
-		Adaptive:     Weights{ConnectionWeight: 0.4, LatencyWeight: 0.4, ErrorWeight: 0.2},
+		Adaptive:     strategy.DefaultAdaptiveWeights(),
 		OTLPProtocol: OTLPGRPC,
 	}
 }

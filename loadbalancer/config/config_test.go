@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 	"github.com/lemonade-lb/lemonade/observability/configfile"
 	"github.com/spf13/viper"
 )
@@ -100,7 +101,7 @@ backends:
   - {id: 7, name: a, address: "a.internal:80", weight: 255}
   - {id: 3, address: "[::1]:81"}
   - {address: "10.0.0.1:82", weight: 2}
-health: {kind: http, path: /healthz, interval: 1000, timeout: "500ms", rise: 1, fall: 5}
+health: {kind: http, path: /healthz, interval: 1000, timeout: "500ms", rise: 1, fall: 5, passive: {max_fails: 5, fail_duration: 30000}}
 metrics: {interval: "1s", timeout: 100}
 adaptive: {connection_weight: 0, latency_weight: 1, error_weight: 0.5}
 admin: {listen_address: "127.0.0.1:50500"}
@@ -115,15 +116,16 @@ otlp_protocol: http/protobuf
 		Runtime: Runtime{MetricsCap: 1, HealthCap: 2, DrainTimeout: 3 * time.Millisecond, BackgroundTimeout: 4 * time.Second,
 			AcceptTimeout: 5 * time.Millisecond, ConfigWatchInterval: 6 * time.Millisecond},
 		Proxy:    Proxy{ListenAddress: "0.0.0.0:7000", ConnectTimeout: 250 * time.Millisecond, Retries: intp(2), IdleTimeout: time.Minute},
-		Strategy: Adaptive,
+		Strategy: "adaptive",
 		Backends: []Backend{
 			{ID: 7, Name: "a", Address: "a.internal:80", Weight: 255},
 			{ID: 3, Name: "backend-3", Address: "[::1]:81", Weight: 1},
 			{ID: 2, Name: "backend-2", Address: "10.0.0.1:82", Weight: 2},
 		},
-		Health:       Health{Kind: HealthHTTP, Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 5},
+		Health: Health{Kind: HealthHTTP, Path: "/healthz", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 5,
+			Passive: Passive{MaxFails: 5, FailDuration: 30 * time.Second}},
 		Metrics:      Metrics{Interval: time.Second, Timeout: 100 * time.Millisecond},
-		Adaptive:     Weights{LatencyWeight: 1, ErrorWeight: 0.5},
+		Adaptive:     strategy.AdaptiveWeights{LatencyWeight: 1, ErrorWeight: 0.5},
 		Admin:        Admin{ListenAddress: "127.0.0.1:50500"},
 		OTLPEndpoint: "localhost:4317",
 		OTLPProtocol: OTLPHTTPProtobuf,
@@ -170,11 +172,16 @@ func TestRules(t *testing.T) {
 		{"no backends", "strategy: round_robin\n", []string{"lb.yaml: backends:", "at least one backend"}},
 		{"empty backends", "backends: []\n", []string{"backends:", "at least one backend"}},
 
-		{"unknown strategy", "strategy: random\n" + twoBackends, []string{"lb.yaml: strategy:", `"random"`, strings.Join(Strategies, ", ")}},
+		{"unknown strategy", "strategy: random\n" + twoBackends, []string{"lb.yaml: strategy:", `"random"`, strings.Join(strategy.Names(), ", ")}},
 		{"unknown health kind", "health:\n  kind: udp\n" + twoBackends, []string{"health.kind:", `"udp"`, "tcp, http"}},
 		{"relative health path", "health:\n  path: health\n" + twoBackends, []string{"health.path:", `"health"`}},
 		{"rise zero", "health:\n  rise: 0\n" + twoBackends, []string{"health.rise:", "got 0"}},
 		{"fall zero", "health:\n  fall: 0\n" + twoBackends, []string{"health.fall:", "got 0"}},
+		{"passive max fails negative", "health:\n  passive: {max_fails: -1}\n" + twoBackends, []string{"lb.yaml: health.passive.max_fails:", "0..32", "got -1"}},
+		{"passive max fails too many", "health:\n  passive: {max_fails: 33}\n" + twoBackends, []string{"health.passive.max_fails:", "0..32", "got 33"}},
+		{"passive duration zero", "health:\n  passive: {fail_duration: 0}\n" + twoBackends, []string{"lb.yaml: health.passive.fail_duration:", "positive when health.passive.max_fails is 3", "got 0s"}},
+		{"passive duration negative", "health:\n  passive: {max_fails: 0, fail_duration: -1s}\n" + twoBackends, []string{"health.passive.fail_duration:", "got -1s"}},
+		{"passive duration not a duration", "health:\n  passive: {fail_duration: soon}\n" + twoBackends, []string{"health.passive.fail_duration:", `"soon"`}},
 		{"health interval zero", "health:\n  interval: 0\n" + twoBackends, []string{"health.interval:", "positive, got 0s"}},
 		{"health timeout negative", "health:\n  timeout: -1s\n" + twoBackends, []string{"health.timeout:", "got -1s"}},
 		{"metrics interval zero", "metrics:\n  interval: 0s\n" + twoBackends, []string{"metrics.interval:", "got 0s"}},
@@ -226,6 +233,8 @@ func TestValidValues(t *testing.T) {
 		"string milliseconds":  "runtime:\n  drain_timeout_millis: \"5000\"\n" + twoBackends,
 		"one adaptive factor":  "adaptive: {connection_weight: 0, latency_weight: 0, error_weight: 1}\n" + twoBackends,
 		"every strategy valid": "strategy: fastest_response_time\n" + twoBackends,
+		"passive off":          "health:\n  passive: {max_fails: 0, fail_duration: 0}\n" + twoBackends,
+		"passive at the bound": "health:\n  passive: {max_fails: 32, fail_duration: \"1m\"}\n" + twoBackends,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse([]byte(doc), "yaml", "ok.yaml"); err != nil {
@@ -288,13 +297,15 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 		"LEMONADE_LB_MAX_CONNECTIONS":          "0",
 		"LEMONADE_LB_HEALTH_INTERVAL_MS":       "1500",
 		"LEMONADE_LB_HEALTH_TIMEOUT_MS":        "250",
+		"LEMONADE_LB_PASSIVE_MAX_FAILS":        "5",
+		"LEMONADE_LB_PASSIVE_FAIL_DURATION_MS": "2500",
 		"LEMONADE_LB_DRAIN_TIMEOUT_MS":         "10000",
 		"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS": "2s",
 		"LEMONADE_LB_ADMIN_ADDRESS":            "127.0.0.1:50500",
 	})
 	want := seedConfig()
 	want.Proxy.ListenAddress = "0.0.0.0:8080"
-	want.Strategy = WeightedRoundRobin
+	want.Strategy = "weighted_round_robin"
 	want.Backends = []Backend{
 		{ID: 0, Name: "fast", Address: "127.0.0.1:50510", Weight: 3},
 		{ID: 1, Name: "backend-1", Address: "127.0.0.1:50530", Weight: 1},
@@ -302,6 +313,7 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 	want.Proxy.MaxConnections = 0
 	want.Health.Interval = 1500 * time.Millisecond
 	want.Health.Timeout = 250 * time.Millisecond
+	want.Health.Passive = Passive{MaxFails: 5, FailDuration: 2500 * time.Millisecond}
 	want.Runtime.DrainTimeout = 10 * time.Second
 	want.Runtime.ConfigWatchInterval = 2 * time.Second
 	want.Admin.ListenAddress = "127.0.0.1:50500"
@@ -329,6 +341,10 @@ func TestEnvironmentErrors(t *testing.T) {
 		{"LEMONADE_LB_MAX_CONNECTIONS", "-1", []string{`LEMONADE_LB_MAX_CONNECTIONS="-1": proxy.max_connections:`}},
 		{"LEMONADE_LB_HEALTH_INTERVAL_MS", "soon", []string{`LEMONADE_LB_HEALTH_INTERVAL_MS="soon"`, "duration"}},
 		{"LEMONADE_LB_HEALTH_TIMEOUT_MS", "0", []string{`LEMONADE_LB_HEALTH_TIMEOUT_MS="0": health.timeout: must be positive`}},
+		{"LEMONADE_LB_PASSIVE_MAX_FAILS", "many", []string{`LEMONADE_LB_PASSIVE_MAX_FAILS="many"`, "integer"}},
+		{"LEMONADE_LB_PASSIVE_MAX_FAILS", "100", []string{`LEMONADE_LB_PASSIVE_MAX_FAILS="100": health.passive.max_fails:`, "got 100"}},
+		{"LEMONADE_LB_PASSIVE_FAIL_DURATION_MS", "0", []string{`LEMONADE_LB_PASSIVE_FAIL_DURATION_MS="0": health.passive.fail_duration:`, "got 0s"}},
+		{"LEMONADE_LB_PASSIVE_FAIL_DURATION_MS", "later", []string{`LEMONADE_LB_PASSIVE_FAIL_DURATION_MS="later"`, "duration"}},
 		{"LEMONADE_LB_DRAIN_TIMEOUT_MS", "-5", []string{`LEMONADE_LB_DRAIN_TIMEOUT_MS="-5": runtime.drain_timeout_millis:`}},
 		{"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS", "x", []string{`LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS="x"`}},
 		{"LEMONADE_LB_STRATEGY", "random", []string{`LEMONADE_LB_STRATEGY="random": strategy:`, "round_robin"}},
@@ -376,7 +392,7 @@ func TestLoadReadsTheProcessEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Strategy != LeastConnections || len(c.Backends) != 1 {
+	if c.Strategy != "least_connections" || len(c.Backends) != 1 {
 		t.Errorf("got %+v", c)
 	}
 }
@@ -488,8 +504,34 @@ func TestDocsNameEveryKeyAndVariable(t *testing.T) {
 	_, example, _ = strings.Cut(example, "```yaml\n")
 	example, _, _ = strings.Cut(example, "```")
 	c, err := Parse([]byte(example), "yaml", "docs example")
-	if err != nil || c.Strategy != WeightedRoundRobin || c.Admin.ListenAddress == "" {
+	if err != nil || c.Strategy != "weighted_round_robin" || c.Admin.ListenAddress == "" {
 		t.Errorf("docs example: %+v, %v", c, err)
+	}
+}
+
+// The strategy names come from the strategy package's registry; the docs
+// must describe every one, in the strategy row and in its own words.
+func TestDocsNameEveryStrategy(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for line := range strings.Lines(string(data)) {
+		if strings.HasPrefix(line, "| `strategy` |") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatal("docs/configuration.md has no `strategy` row in its key table")
+	}
+	for _, name := range strategy.Names() {
+		if !strings.Contains(row, "`"+name+"`") {
+			t.Errorf("docs/configuration.md's `strategy` row does not mention `%s`", name)
+		}
+	}
+	if !strings.Contains(row, "`"+strategy.Default()+"`") {
+		t.Errorf("docs/configuration.md's `strategy` row does not give the default `%s`", strategy.Default())
 	}
 }
 

@@ -29,6 +29,8 @@ var envVars = []envVar{
 	{"LEMONADE_LB_MAX_CONNECTIONS", "proxy.max_connections", setInt(func(c *Config) *int { return &c.Proxy.MaxConnections })},
 	{"LEMONADE_LB_HEALTH_INTERVAL_MS", "health.interval", setDuration(func(c *Config) *time.Duration { return &c.Health.Interval })},
 	{"LEMONADE_LB_HEALTH_TIMEOUT_MS", "health.timeout", setDuration(func(c *Config) *time.Duration { return &c.Health.Timeout })},
+	{"LEMONADE_LB_PASSIVE_MAX_FAILS", "health.passive.max_fails", setInt(func(c *Config) *int { return &c.Health.Passive.MaxFails })},
+	{"LEMONADE_LB_PASSIVE_FAIL_DURATION_MS", "health.passive.fail_duration", setDuration(func(c *Config) *time.Duration { return &c.Health.Passive.FailDuration })},
 	{"LEMONADE_LB_DRAIN_TIMEOUT_MS", "runtime.drain_timeout_millis", setDuration(func(c *Config) *time.Duration { return &c.Runtime.DrainTimeout })},
 	{"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS", "runtime.config_watch_interval_millis", setDuration(func(c *Config) *time.Duration { return &c.Runtime.ConfigWatchInterval })},
 	{"LEMONADE_LB_ADMIN_ADDRESS", "admin.listen_address", setString(func(c *Config) *string { return &c.Admin.ListenAddress })},

@@ -3,13 +3,15 @@ package config
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
 // ErrInvalid is wrapped by every error Load, Parse and Validate return, so
@@ -113,7 +115,7 @@ func (c *Config) problems() []problem {
 		add("proxy.event_loops", "must be 0..%d (0 picks one per two CPUs), got %d", maxEventLoops, c.Proxy.EventLoops)
 	}
 
-	oneOf("strategy", c.Strategy, Strategies)
+	oneOf("strategy", c.Strategy, strategy.Names())
 
 	if len(c.Backends) == 0 {
 		add("backends", "at least one backend is required (the file's backends list or LEMONADE_LB_BACKEND_ADDRESSES)")
@@ -156,26 +158,21 @@ func (c *Config) problems() []problem {
 	if c.Health.Fall < 1 {
 		add("health.fall", "must be at least 1, got %d", c.Health.Fall)
 	}
+	passive := c.Health.Passive
+	if passive.MaxFails < 0 || passive.MaxFails > backend.MaxPassiveFails {
+		add("health.passive.max_fails", "must be 0..%d (0 never marks a backend down), got %d", backend.MaxPassiveFails, passive.MaxFails)
+	}
+	switch {
+	case passive.FailDuration < 0:
+		add("health.passive.fail_duration", "must not be negative, got %v", passive.FailDuration)
+	case passive.FailDuration == 0 && passive.MaxFails > 0:
+		add("health.passive.fail_duration", "must be positive when health.passive.max_fails is %d, got %v", passive.MaxFails, passive.FailDuration)
+	}
 
 	positive("metrics.interval", c.Metrics.Interval)
 	positive("metrics.timeout", c.Metrics.Timeout)
 
-	w := c.Adaptive
-	for _, f := range []struct {
-		key string
-		v   float64
-	}{
-		{"adaptive.connection_weight", w.ConnectionWeight},
-		{"adaptive.latency_weight", w.LatencyWeight},
-		{"adaptive.error_weight", w.ErrorWeight},
-	} {
-		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
-			add(f.key, "must be a non-negative number, got %v", f.v)
-		}
-	}
-	if w.ConnectionWeight == 0 && w.LatencyWeight == 0 && w.ErrorWeight == 0 {
-		add("adaptive", "connection_weight, latency_weight and error_weight must not all be 0")
-	}
+	ps = append(ps, settingProblems("adaptive", c.Adaptive.Validate())...)
 
 	if c.Admin.ListenAddress != "" {
 		address("admin.listen_address", c.Admin.ListenAddress, false)
@@ -185,6 +182,31 @@ func (c *Config) problems() []problem {
 	}
 
 	oneOf("otlp_protocol", c.OTLPProtocol, OTLPProtocols)
+	return ps
+}
+
+// settingProblems turns the *strategy.SettingError values joined in err into
+// problems at keys under section.
+func settingProblems(section string, err error) []problem {
+	if err == nil {
+		return nil
+	}
+	errs := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = joined.Unwrap()
+	}
+	var ps []problem
+	for _, e := range errs {
+		key := section
+		var se *strategy.SettingError
+		if errors.As(e, &se) {
+			if se.Key != "" {
+				key += "." + se.Key
+			}
+			e = errors.New(se.Msg)
+		}
+		ps = append(ps, problem{key: key, msg: e.Error()})
+	}
 	return ps
 }
 

@@ -1,7 +1,9 @@
 // Package health runs the active health checks: each backend on its own
 // jittered schedule, so one slow backend never delays the others. A check is
 // a TCP connect or an HTTP GET; rise consecutive passes bring a backend up and
-// fall consecutive failures take it down.
+// fall consecutive failures take it down. A check dials the backend's
+// resolved addresses as the proxy does, and a check that fails for a reason
+// of this host (out of descriptors or ports) says nothing about the backend.
 package health
 
 import (
@@ -28,14 +30,21 @@ type Settings struct {
 	Fall     int // consecutive failures to go down; below 1 counts as 1
 }
 
+// localLogEvery spaces the logs of local failures: when descriptors run
+// out, every backend's checks fail at once, and one line says it.
+const localLogEvery = time.Minute
+
 // Checker runs one check loop per watched backend.
 type Checker struct {
 	log      *slog.Logger
 	settings atomic.Pointer[Settings]
 	client   *http.Client
+	dial     func(ctx context.Context, network, address string) (net.Conn, error) // tests inject failures
 
-	checks   atomic.Uint64
-	failures atomic.Uint64
+	checks        atomic.Uint64
+	failures      atomic.Uint64
+	localFailures atomic.Uint64
+	lastLocalLog  atomic.Int64 // unix ns of the latest local-failure log line
 
 	mu      sync.Mutex
 	loops   map[*backend.Backend]context.CancelFunc
@@ -47,9 +56,12 @@ func New(log *slog.Logger, s Settings) *Checker {
 	c := &Checker{
 		log:   log,
 		loops: map[*backend.Backend]context.CancelFunc{},
-		// No keep-alive: each check exercises the connect path like new clients do.
-		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		dial:  (&net.Dialer{}).DialContext,
 	}
+	// No keep-alive: each check exercises the connect path like new clients
+	// do. The URL keeps the backend's host:port (the Host header), but the
+	// connection goes to the addresses the proxy would dial.
+	c.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dialHTTP}}
 	c.SetSettings(s)
 	return c
 }
@@ -57,8 +69,14 @@ func New(log *slog.Logger, s Settings) *Checker {
 // SetSettings replaces the settings from each backend's next check on.
 func (c *Checker) SetSettings(s Settings) { c.settings.Store(&s) }
 
-// Counts returns how many checks ran and how many failed.
+// Counts returns how many checks judged a backend and how many of them
+// failed. Checks that failed for a local reason are in neither; see
+// LocalFailures.
 func (c *Checker) Counts() (checks, failures uint64) { return c.checks.Load(), c.failures.Load() }
+
+// LocalFailures returns how many checks failed for a reason of this host
+// (backend.LocalFailure) and so left their backend's state alone.
+func (c *Checker) LocalFailures() uint64 { return c.localFailures.Load() }
 
 // Watch starts checking b until ctx ends or Forget(b); watching twice is a no-op.
 func (c *Checker) Watch(ctx context.Context, b *backend.Backend) {
@@ -113,9 +131,16 @@ func (c *Checker) loop(ctx context.Context, b *backend.Backend) {
 		case <-timer.C:
 		}
 		s := c.settings.Load()
-		err := c.Check(ctx, s, b.Address)
+		err := c.Check(ctx, s, b)
 		if ctx.Err() != nil {
 			return
+		}
+		if backend.LocalFailure(err) {
+			// Out of descriptors or ports here: neither a pass nor a failure,
+			// and the rise/fall counts carry on from where they were.
+			c.noteLocalFailure(b, err)
+			timer.Reset(jitter(s.Interval))
+			continue
 		}
 		b.Checked(time.Now(), err == nil)
 		c.checks.Add(1)
@@ -148,19 +173,35 @@ func jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
-// Check runs one check of the backend at address with s's kind and timeout.
-func (c *Checker) Check(ctx context.Context, s *Settings, address string) error {
+func (c *Checker) noteLocalFailure(b *backend.Backend, err error) {
+	n := c.localFailures.Add(1)
+	now := time.Now().UnixNano()
+	last := c.lastLocalLog.Load()
+	if last != 0 && now-last < int64(localLogEvery) || !c.lastLocalLog.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn("health check failed on this host, not on the backend; backend state left alone",
+		"backend", b.Name(), "id", b.ID, "address", b.Address, "error", err, "local_failures", n)
+}
+
+// Check runs one check of b with s's kind and timeout, connecting to b's
+// resolved addresses (b.Addrs) in order, as the proxy does. An error for
+// which backend.LocalFailure is true is this host's, not b's.
+func (c *Checker) Check(ctx context.Context, s *Settings, b *backend.Backend) error {
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	if s.Kind != "http" {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", address)
+		conn, err := c.dialBackend(ctx, b)
 		if err != nil {
 			return err
 		}
 		return conn.Close()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+address+s.Path, nil)
+	// The transport dials on a context stripped of the deadline but not of
+	// the values: the backend and the deadline travel in one.
+	deadline, _ := ctx.Deadline()
+	ctx = context.WithValue(ctx, dialTargetKey{}, dialTarget{b, deadline})
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.Address+s.Path, nil)
 	if err != nil {
 		return err
 	}
@@ -174,4 +215,56 @@ func (c *Checker) Check(ctx context.Context, s *Settings, address string) error 
 		return fmt.Errorf("GET %s: status %d", s.Path, resp.StatusCode)
 	}
 	return nil
+}
+
+type dialTargetKey struct{}
+
+type dialTarget struct {
+	b        *backend.Backend
+	deadline time.Time
+}
+
+// dialHTTP is the HTTP transport's dial: to the checked backend's addresses.
+func (c *Checker) dialHTTP(ctx context.Context, network, address string) (net.Conn, error) {
+	t, ok := ctx.Value(dialTargetKey{}).(dialTarget)
+	if !ok {
+		return c.dial(ctx, network, address)
+	}
+	ctx, cancel := context.WithDeadline(ctx, t.deadline)
+	defer cancel()
+	return c.dialBackend(ctx, t.b)
+}
+
+// dialBackend connects to b's addresses in order until one answers. Each
+// address gets an equal share of the time left (as net.Dialer does), so
+// one black-holed address does not use up the whole check.
+func (c *Checker) dialBackend(ctx context.Context, b *backend.Backend) (net.Conn, error) {
+	addrs, err := b.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	deadline, hasDeadline := ctx.Deadline()
+	var first error
+	for i, a := range addrs {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if hasDeadline && i < len(addrs)-1 {
+			actx, cancel = context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(addrs)-i))
+		}
+		conn, err := c.dial(actx, "tcp", a.String())
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if backend.LocalFailure(err) {
+			return nil, err // every address would fail alike, and it is not b's fault
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	b.Reresolve() // the name may point elsewhere now
+	return nil, first
 }

@@ -2,11 +2,15 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,24 +106,149 @@ func TestFailingCheckMarksDownAndForgetStops(t *testing.T) {
 	}
 }
 
-// A backend whose check hangs must not delay another backend's checks.
+// A backend whose check hangs must not delay another backend's checks: the
+// fast backend is checked again and again while the slow one's first check
+// still hangs (its timeout is longer than waitFor's).
 func TestSlowBackendDoesNotDelayOthers(t *testing.T) {
+	hanging := make(chan struct{})
+	var once sync.Once
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-time.After(2 * time.Second):
-		}
+		once.Do(func() { close(hanging) })
+		<-r.Context().Done()
 	}))
 	defer slow.Close()
 	var fastHits atomic.Int64
 	fast := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { fastHits.Add(1) }))
 	defer fast.Close()
-	c := New(slog.New(slog.DiscardHandler), Settings{Kind: "http", Path: "/", Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1})
+	c := New(slog.New(slog.DiscardHandler), Settings{Kind: "http", Path: "/", Interval: 10 * time.Millisecond, Timeout: time.Minute, Rise: 1, Fall: 1})
 	defer c.Stop()
 	c.Watch(context.Background(), backend.New(1, "slow", slow.Listener.Addr().String(), 1))
+	<-hanging
 	c.Watch(context.Background(), backend.New(2, "fast", fast.Listener.Addr().String(), 1))
-	time.Sleep(300 * time.Millisecond)
-	if n := fastHits.Load(); n < 5 {
-		t.Fatalf("fast backend checked %d times in 300ms at a 10ms interval", n)
+	waitFor(t, "fast backend checked 5 times", func() bool { return fastHits.Load() >= 5 })
+}
+
+// listen returns a loopback listener that accepts and closes connections.
+func listen(t *testing.T, network, address string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		t.Skipf("no %s loopback: %v", network, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
+}
+
+func TestTCPCheckOverIPv4AndIPv6(t *testing.T) {
+	c := New(slog.New(slog.DiscardHandler), Settings{})
+	defer c.Stop()
+	s := &Settings{Kind: "tcp", Timeout: 5 * time.Second}
+	for _, tc := range []struct{ network, address string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			ln := listen(t, tc.network, tc.address)
+			if err := c.Check(context.Background(), s, backend.New(1, "b", ln.Addr().String(), 1)); err != nil {
+				t.Fatalf("check of a listening backend: %v", err)
+			}
+			ln.Close()
+			err := c.Check(context.Background(), s, backend.New(1, "b", ln.Addr().String(), 1))
+			if err == nil || backend.LocalFailure(err) {
+				t.Fatalf("check of a closed port: %v, want the backend's failure", err)
+			}
+		})
+	}
+}
+
+// A backend given by name is checked at its resolved addresses, as the
+// proxy dials it; the HTTP Host header stays the configured host:port.
+func TestCheckDialsTheResolvedAddresses(t *testing.T) {
+	hosts := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { hosts <- r.Host }))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	b := backend.New(1, "web", "localhost:"+port, 1)
+	if err := b.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want, err := b.Addrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"tcp", "http"} {
+		t.Run(kind, func(t *testing.T) {
+			c := New(slog.New(slog.DiscardHandler), Settings{})
+			defer c.Stop()
+			var dialled []string
+			c.dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+				dialled = append(dialled, address)
+				var d net.Dialer
+				return d.DialContext(ctx, network, address)
+			}
+			if err := c.Check(context.Background(), &Settings{Kind: kind, Path: "/health", Timeout: 5 * time.Second}, b); err != nil {
+				t.Fatal(err)
+			}
+			if len(dialled) == 0 || dialled[0] != want[0].String() {
+				t.Fatalf("dialled %v, want %v first", dialled, want[0])
+			}
+			if kind == "http" {
+				if h := <-hosts; h != "localhost:"+port {
+					t.Fatalf("Host %q, want localhost:%s", h, port)
+				}
+			}
+		})
+	}
+}
+
+// warnCounter is a slog handler that counts warnings.
+type warnCounter struct{ n atomic.Int64 }
+
+func (h *warnCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *warnCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
+
+// Running out of descriptors here is not the backend's failure: its state
+// stays as it was, the checks count neither way, and one line is logged.
+func TestLocalFailureLeavesTheBackendAlone(t *testing.T) {
+	for _, kind := range []string{"tcp", "http"} {
+		for _, up := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/up=%v", kind, up), func(t *testing.T) {
+				b := backend.New(1, "web", "127.0.0.1:9", 1) // never really dialled
+				b.SetUp(up, "as it was")
+				before := b.Snapshot()
+				log := &warnCounter{}
+				c := New(slog.New(log), Settings{Kind: kind, Path: "/", Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1})
+				defer c.Stop()
+				c.dial = func(_ context.Context, network, _ string) (net.Conn, error) {
+					return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("socket", syscall.EMFILE)}
+				}
+				c.Watch(context.Background(), b)
+				waitFor(t, "local failures counted", func() bool { return c.LocalFailures() >= 5 })
+				c.Stop()
+				after := b.Snapshot()
+				if after.Up != up || after.Transitions != before.Transitions || !after.LastCheck.IsZero() {
+					t.Fatalf("backend state changed: before %+v, after %+v", before, after)
+				}
+				if checks, failures := c.Counts(); checks != 0 || failures != 0 {
+					t.Fatalf("Counts() = %d, %d; local failures must count neither way", checks, failures)
+				}
+				if n := log.n.Load(); n != 1 {
+					t.Fatalf("%d warnings for %d local failures, want 1 a minute", n, c.LocalFailures())
+				}
+			})
+		}
 	}
 }

@@ -3,32 +3,48 @@
 package proxy
 
 import (
+	"net/netip"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
 // A connection's life in its loop: dial (with retries and a timeout), then
-// bytes both ways with half-close, then close. See loop_linux.go for the
-// loop that drives it.
+// bytes both ways with half-close, then the end: a clean close once both
+// sides sent their FIN, or, when a side resets, the bytes it sent before the
+// reset delivered and the reset passed on to the other side. See
+// loop_linux.go for the loop that drives it.
+
+// side names the two peers of a connection, as a bit set.
+type side uint8
+
+const (
+	clientSide side = 1 << iota
+	serverSide
+)
 
 // conn is one proxied connection, owned by its loop.
 type conn struct {
 	loop           *loop
-	client, server int // descriptors; server is -1 before the first dial
+	client, server int // descriptors; server is -1 when no dial is open
 	b              *backend.Backend
+	addr           int // the address of b being dialled, an index in b.Addrs()
 	set            *Settings
-	route          *route
-	tries          int   // dials left
+	tries          int   // backends left to try
 	dialStart      int64 // monotime
-	deadline       int64 // dial deadline, monotime
+	deadline       int64 // monotime: the dial's or an abort's end
+	fdDeadline     int64 // monotime: the end of a wait for a descriptor; 0 = never waited
 	dialing        int   // index in loop.dialing, or -1
 	index          int   // index in loop.conns
 	up, down       flow  // client → backend, backend → client
 	firstIn        int64 // monotime of the client's first bytes; 0 = none yet
 	sampled        bool  // the response-time sample is taken
 	last           int64 // monotime of the last bytes either way
+	aborted        side  // the sides that reset
+	lingering      bool  // in loop.lingering: passing on a reset
+	waitingFD      bool  // in loop.fdWait: no descriptor for the backend socket
 	closed         bool
 }
 
@@ -37,25 +53,55 @@ type flow struct {
 	from, to int
 	pending  []byte // read from `from`, not yet taken by `to`
 	buf      []byte // pending's buffer, back to loop.spare when sent
-	eof      bool
-	hup      bool // the source's FIN or an error was reported
 	n        int64
+	eof      bool // the source ended: its FIN, or the end of what it sent before its reset
+	dead     bool // the destination reset: nothing more is read or sent
+	hup      bool // the source's FIN or error was reported: read to the end
+	urgent   bool // urgent data was reported: reads stop short at its mark, so read to EAGAIN
+	queued   bool // in loop.again: the source has more than its budget brought
 }
 
-// Close ends the connection from any goroutine (a drain's end, shutdown).
+// flowFrom is the flow whose source is x; flowInto the one whose destination is x.
+func (c *conn) flowFrom(x side) *flow {
+	if x == clientSide {
+		return &c.up
+	}
+	return &c.down
+}
+
+func (c *conn) flowInto(x side) *flow {
+	if x == clientSide {
+		return &c.down
+	}
+	return &c.up
+}
+
+func (c *conn) sideOf(fd int) side {
+	if fd == c.client {
+		return clientSide
+	}
+	return serverSide
+}
+
+func (c *conn) fdOf(x side) int {
+	if x == clientSide {
+		return c.client
+	}
+	return c.server
+}
+
+// Close aborts the connection from any goroutine (a drain's end, shutdown).
 func (c *conn) Close() error {
-	c.loop.post(func(l *loop) { l.close(c) })
+	c.loop.post(func(l *loop) { l.abort(c) })
 	return nil
 }
 
 func (l *loop) open(fd int) {
-	setNoDelay(fd)
 	c := &conn{
 		loop:    l,
 		client:  fd,
 		server:  -1,
 		set:     l.srv.settings.Load(),
-		route:   l.srv.route.Load(),
 		dialing: -1,
 		index:   len(l.conns),
 		last:    l.now,
@@ -63,90 +109,150 @@ func (l *loop) open(fd int) {
 	l.conns = append(l.conns, c)
 	c.tries = c.set.Retries + 1
 	if l.register(fd, c) != 0 {
-		l.close(c)
+		l.close(c, false)
 		return
 	}
 	l.dial(c)
 }
 
-// dial connects c to the next backend the strategy picks, from the table
-// in force at each try; when no backend is eligible or every try failed, it
-// closes the client.
+// dial connects c to the next backend the strategy picks, from the table in
+// force at each try, trying each of its addresses; when no backend is
+// eligible or every try failed, it closes the client. Out of descriptors it
+// keeps the client and waits (waitForFD).
 func (l *loop) dial(c *conn) {
 	for ; c.tries > 0; c.tries-- {
 		if l.srv.closing.Load() { // shutting down: no new backend connection
-			l.close(c)
+			l.close(c, false)
 			return
 		}
-		c.route = l.srv.route.Load()
-		if c.route.t == nil {
-			break
+		if c.b == nil {
+			t := l.srv.route.Load().t
+			if t == nil {
+				break
+			}
+			b := t.Strategy.Pick(t.Backends)
+			if b == nil {
+				break
+			}
+			b.Acquire()
+			c.b, c.addr = b, 0
+			c.dialStart = monotime()
 		}
-		b := c.route.t.Strategy.Pick(c.route.t.Backends)
-		if b == nil {
-			break
+		switch l.connect(c) {
+		case dialStarted:
+			return
+		case dialLocalFailure:
+			return
 		}
-		b.Acquire()
-		b.Attach(c) // from here a drain's end or a shutdown closes it too
-		c.b = b
-		c.dialStart = monotime()
-		d := c.route.dests[b]
-		if d.err != nil {
-			l.dialFailed(c, d.err.Error())
-			continue
-		}
-		fd, e := connect(d)
+		// every address of c.b failed: the next try picks again
+	}
+	l.srv.noBackend.Add(1)
+	l.close(c, false)
+}
+
+type dialOutcome int
+
+const (
+	dialStarted      dialOutcome = iota // connected or in progress; c.b is c's backend
+	dialFailed                          // every address refused: c.b is released
+	dialLocalFailure                    // this host is out of something: c waits or is closed
+)
+
+// connect starts a connection to c.b from its address c.addr on, moving to
+// the next address when one refuses at once.
+func (l *loop) connect(c *conn) dialOutcome {
+	addrs, err := c.b.Addrs()
+	if err != nil {
+		return l.backendFailed(c, err.Error())
+	}
+	for ; c.addr < len(addrs); c.addr++ {
+		fd, e := l.socketTo(addrs[c.addr])
 		if fd < 0 {
-			l.localFailure(c, "cannot open a backend connection", e)
-			return
+			if e == syscall.EINVAL { // a zone that is no interface here
+				continue
+			}
+			l.waitForFD(c, e)
+			return dialLocalFailure
 		}
 		if e != 0 && e != syscall.EINPROGRESS {
-			syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
-			l.dialFailed(c, e.Error())
+			closeFD(fd)
+			err = e
 			continue
 		}
 		c.server = fd
 		if errno := l.register(fd, c); errno != 0 {
-			l.localFailure(c, "cannot watch a backend connection", errno)
-			return
+			l.warnLocal("cannot watch a backend connection", errno)
+			l.srv.release(c.b)
+			c.b = nil
+			l.close(c, false)
+			return dialLocalFailure
 		}
 		if e == 0 {
 			l.connected(c)
-			return
+			return dialStarted
 		}
 		c.deadline = c.dialStart + int64(c.set.ConnectTimeout)
 		c.dialing = len(l.dialing)
 		l.dialing = append(l.dialing, c)
 		l.scheduleCheck(c.deadline)
-		return
+		return dialStarted
 	}
-	l.srv.noBackend.Add(1)
-	l.close(c)
+	reason := "no usable address"
+	if err != nil {
+		reason = err.Error()
+	}
+	return l.backendFailed(c, reason)
+}
+
+// backendFailed records a failed dial to c.b (passive health) and releases
+// it; the backend's name is looked up again in case it moved.
+func (l *loop) backendFailed(c *conn, reason string) dialOutcome {
+	b := c.b
+	c.b = nil
+	l.srv.release(b)
+	l.srv.dialFailed(b, c.set, reason)
+	b.Reresolve()
+	return dialFailed
 }
 
 // dialDone runs when the backend socket of a dialing connection is writable
 // or failed: the connect's outcome is known. Writable without an error is a
-// success; otherwise SO_ERROR tells a refused or unreachable backend (a
-// failed dial) from one that accepted and then closed or reset (connected:
-// the client gets what there is, then the end).
+// success; otherwise SO_ERROR tells a refused or unreachable backend (try
+// its next address, then another backend) from one that accepted and then
+// closed or reset (connected: the client gets what there is, then the end).
 func (l *loop) dialDone(c *conn, ev uint32) {
 	l.stopDialing(c)
 	if ev&(syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 		l.connected(c)
 		return
 	}
-	soerr, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_ERROR)
-	switch {
-	case err != nil:
-		l.dialFailed(c, err.Error())
-	case soerr == 0 || soerr == int(syscall.ECONNRESET) || soerr == int(syscall.EPIPE):
+	soerr := sockError(c.server)
+	if soerr == 0 || soerr == syscall.ECONNRESET || soerr == syscall.EPIPE {
 		l.connected(c)
+		if soerr != 0 {
+			l.reset(c, serverSide)
+		}
 		return
-	default:
-		l.dialFailed(c, syscall.Errno(soerr).Error())
+	}
+	l.closeSocket(c.server)
+	c.server = -1
+	c.addr++
+	if l.connect(c) != dialFailed {
+		return
 	}
 	c.tries--
 	l.dial(c)
+}
+
+// abandon ends a connection whose client reset while its backend was being
+// dialled or waited for: the dial is dropped and counts for nobody.
+func (l *loop) abandon(c *conn) {
+	l.srv.aborts.Add(1)
+	if c.b != nil {
+		l.srv.release(c.b)
+		c.b = nil
+	}
+	l.close(c, false)
 }
 
 func (l *loop) stopDialing(c *conn) {
@@ -160,32 +266,30 @@ func (l *loop) stopDialing(c *conn) {
 	c.dialing = -1
 }
 
-// localFailure closes c after a failure of this host (out of descriptors,
-// memory or ports): not the backend's fault, so its health is left alone.
-func (l *loop) localFailure(c *conn, msg string, e syscall.Errno) {
-	l.warnLocal(msg, e)
-	l.close(c)
+// waitForFD parks c after this host ran out of descriptors, memory or
+// ports at socket(2): not the backend's fault, so its health is left alone,
+// and not the client's, so it is kept and served once descriptors free.
+// Meanwhile the loop accepts no one new.
+func (l *loop) waitForFD(c *conn, e syscall.Errno) {
+	l.srv.release(c.b)
+	c.b = nil
+	if c.fdDeadline == 0 {
+		c.fdDeadline = l.now + int64(fdWaitTimeout)
+		l.srv.waitedFDs.Add(1)
+	}
+	c.waitingFD = true
+	l.fdWait = append(l.fdWait, c)
+	l.warnLocal("no descriptor for a backend connection: clients wait, accepting paused", e)
+	l.pauseForFDs()
 }
 
-// dialFailed records a failed dial, which marks the backend down at once
-// (passive health; the active checks bring it back).
-func (l *loop) dialFailed(c *conn, reason string) {
-	if c.server >= 0 {
-		l.closeFD(c.server)
-		c.server = -1
-	}
-	b := c.b
-	c.b = nil
-	b.Detach(c)
-	b.Release()
-	b.DialFailed()
-	b.Transition(l.srv.log, false, "dial failed: "+reason)
-}
+// fdWaitTimeout bounds how long a client waits for a descriptor.
+const fdWaitTimeout = 30 * time.Second
 
 func (l *loop) connected(c *conn) {
 	c.b.Connected(time.Duration(monotime() - c.dialStart))
 	if l.srv.closing.Load() { // shutdown's CloseAll is on its way
-		l.close(c)
+		l.abort(c)
 		return
 	}
 	c.up.from, c.up.to = c.client, c.server
@@ -196,19 +300,27 @@ func (l *loop) connected(c *conn) {
 	l.pump(c, &c.up)
 }
 
-// pump moves what f's source has to its destination. A short read means
-// the source is empty: an edge-triggered socket reports new bytes with a new
-// edge. Once the peer's FIN was reported (f.hup), it reads to the end.
+// turnBudget is what one flow may move per turn of its loop. A flow with
+// more waits for the other ready events (again): one bulk transfer never
+// stalls a small request on the same loop.
+const turnBudget = 4 * bufSize
+
+// pump moves what f's source has to its destination, at most turnBudget. A
+// short read means the source is empty (an edge-triggered socket reports new
+// bytes with a new edge), unless its FIN, an error or urgent data was
+// reported: then it reads to the end.
 func (l *loop) pump(c *conn, f *flow) {
-	for !c.closed && f.pending == nil && !f.eof {
+	for budget := turnBudget; !c.closed && f.pending == nil && !f.eof && !f.dead; {
 		n, e := recv(f.from, l.buf)
 		switch {
 		case e == syscall.EAGAIN:
+			f.urgent = false
 			return
 		case e == syscall.EINTR:
 			continue
-		case e != 0:
-			l.close(c)
+		case e != 0: // the source reset: what it sent before is delivered
+			l.reset(c, c.sideOf(f.from))
+			l.eof(c, f)
 			return
 		case n == 0:
 			l.eof(c, f)
@@ -216,10 +328,28 @@ func (l *loop) pump(c *conn, f *flow) {
 		}
 		l.arrived(c, f)
 		f.n += int64(n)
-		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !f.hup) {
+		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !f.hup && !f.urgent) {
+			return
+		}
+		if budget -= n; budget <= 0 {
+			l.later(c, f)
 			return
 		}
 	}
+}
+
+// later pumps f again after the loop's other ready events.
+func (l *loop) later(c *conn, f *flow) {
+	if !f.queued {
+		f.queued = true
+		l.again = append(l.again, pumpLater{c, f})
+	}
+}
+
+// pumpLater is a flow with more to read than its budget allowed.
+type pumpLater struct {
+	c *conn
+	f *flow
 }
 
 // arrived notes bytes from f's source: the activity time, and the first
@@ -243,7 +373,8 @@ func (l *loop) arrived(c *conn, f *flow) {
 }
 
 // forward writes data to f's destination; what it does not take waits in a
-// buffer (and f reads no more) until the destination is writable again.
+// buffer (and f reads no more) until the destination is writable again. A
+// destination that fails has reset.
 func (l *loop) forward(c *conn, f *flow, data []byte) bool {
 	for len(data) > 0 {
 		n, e := send(f.to, data)
@@ -256,7 +387,7 @@ func (l *loop) forward(c *conn, f *flow, data []byte) bool {
 			f.pending = f.buf[:copy(f.buf, data)]
 			return false
 		default:
-			l.close(c)
+			l.reset(c, c.sideOf(f.to))
 			return false
 		}
 	}
@@ -279,27 +410,103 @@ func (l *loop) flush(c *conn, f *flow) {
 		case syscall.EAGAIN:
 			return
 		default:
-			l.close(c)
+			l.reset(c, c.sideOf(f.to))
 			return
 		}
 	}
-	l.putBuf(f.buf)
-	f.buf, f.pending = nil, nil
+	l.dropPending(f)
+	if f.eof { // the rest of what an aborted side sent is delivered
+		l.settle(c)
+		return
+	}
 	l.pump(c, f) // what came while it waited
 }
 
-// eof: f's source sent its FIN. Pass it on (half-close) and let the other
-// direction go on; when both are done, close. The half-close waits for the
-// end of the batch: when the other side's FIN is in the same batch (a
-// connection per request), one close does it all.
+func (l *loop) dropPending(f *flow) {
+	if f.buf != nil {
+		l.putBuf(f.buf)
+		f.buf, f.pending = nil, nil
+	}
+}
+
+// eof: f's source has no more. After a FIN it is passed on (half-close)
+// and the other direction goes on; when both are done, the connection
+// closes. The half-close waits for the end of the batch: when the other
+// side's FIN is in the same batch (a connection per request), one close
+// does it all. After a reset, the reset is passed on instead (settle).
 func (l *loop) eof(c *conn, f *flow) {
+	if f.eof {
+		return
+	}
 	f.eof = true
+	if c.aborted != 0 {
+		l.settle(c)
+		return
+	}
 	if c.up.eof && c.down.eof {
-		l.close(c)
+		l.close(c, false)
 		return
 	}
 	l.halfClosed = append(l.halfClosed, halfClose{c, f})
 }
+
+// reset: side x aborted (a reset, or an error on its socket). Nothing more
+// goes to x; what x sent before its reset is read to the end and delivered,
+// then the other side is reset too (settle). An abortLinger bounds it all.
+func (l *loop) reset(c *conn, x side) {
+	if c.closed || c.aborted&x != 0 {
+		return
+	}
+	if c.aborted == 0 {
+		l.srv.aborts.Add(1)
+		c.deadline = l.now + int64(abortLinger)
+		c.lingering = true
+		l.lingering = append(l.lingering, c)
+		l.scheduleCheck(c.deadline)
+	}
+	c.aborted |= x
+	into := c.flowInto(x)
+	into.dead = true
+	l.dropPending(into)
+	out := c.flowFrom(x)
+	out.hup = true
+	if !out.eof {
+		l.later(c, out) // not now: reset may run inside a pump of the other flow
+	}
+	l.settle(c)
+}
+
+// abortLinger bounds how long a reset side's last bytes may take to reach
+// the other side before that side is reset regardless.
+const abortLinger = 2 * time.Second
+
+// settle ends an aborted connection once what the reset side sent before
+// its reset is delivered: the other side is reset as soon as its socket has
+// sent everything (SIOCOUTQ is 0), so that the reset destroys nothing it
+// should get; until then the loop's timers look again.
+func (l *loop) settle(c *conn) {
+	if c.closed || c.aborted == 0 {
+		return
+	}
+	if c.aborted == clientSide|serverSide {
+		l.close(c, false)
+		return
+	}
+	out := c.flowFrom(c.aborted)
+	if !out.eof || out.pending != nil {
+		return // still delivering
+	}
+	live := c.fdOf((clientSide | serverSide) &^ c.aborted)
+	if live >= 0 && unsent(live) > 0 && l.now < c.deadline {
+		l.scheduleCheck(min(c.deadline, l.now+int64(lingerPoll)))
+		return
+	}
+	l.abort(c)
+}
+
+// lingerPoll is how often a connection passing on a reset looks whether the
+// other side has taken its last bytes.
+const lingerPoll = 5 * time.Millisecond
 
 // halfClose is a FIN to pass on at the end of the batch: f's, unless c has
 // closed meanwhile.
@@ -311,7 +518,7 @@ type halfClose struct {
 // shutdownHalfClosed passes on the FINs of the batch.
 func (l *loop) shutdownHalfClosed() {
 	for i, h := range l.halfClosed {
-		if !h.c.closed {
+		if !h.c.closed && !h.f.dead {
 			syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(h.f.to), syscall.SHUT_WR, 0)
 		}
 		l.halfClosed[i] = halfClose{}
@@ -319,34 +526,44 @@ func (l *loop) shutdownHalfClosed() {
 	l.halfClosed = l.halfClosed[:0]
 }
 
-// close ends c: both sockets, its buffers, its slot and the counters.
-func (l *loop) close(c *conn) {
+// abort ends c with a reset to each side still there: a cut-off stream must
+// not look complete.
+func (l *loop) abort(c *conn) { l.close(c, true) }
+
+// close ends c: both sockets (reset when rst), its buffers, its slot and
+// the counters.
+func (l *loop) close(c *conn, rst bool) {
 	if c.closed {
 		return
 	}
 	c.closed = true
 	l.stopDialing(c)
-	l.closeFD(c.client)
+	if rst && c.aborted&clientSide == 0 {
+		setLingerZero(c.client)
+	}
+	l.closeSocket(c.client)
 	if c.server >= 0 {
-		l.closeFD(c.server)
-	}
-	for _, f := range []*flow{&c.up, &c.down} {
-		if f.buf != nil {
-			l.putBuf(f.buf)
-			f.buf, f.pending = nil, nil
+		if rst && c.aborted&serverSide == 0 {
+			setLingerZero(c.server)
 		}
+		l.closeSocket(c.server)
 	}
+	l.dropPending(&c.up)
+	l.dropPending(&c.down)
 	last := l.conns[len(l.conns)-1]
 	l.conns[c.index] = last
 	last.index = c.index
 	l.conns = l.conns[:len(l.conns)-1]
 	if c.b != nil {
 		c.b.AddBytes(c.up.n, c.down.n)
-		c.b.Detach(c)
-		c.b.Release()
+		l.srv.release(c.b)
 	}
 	l.srv.gate.release()
 	l.srv.conns.Done()
+	if len(l.fdWait) > 0 { // descriptors freed: serve a waiting client now
+		l.retryAt = l.now
+		l.scheduleCheck(l.now)
+	}
 }
 
 func (l *loop) takeBuf() []byte {
@@ -366,3 +583,98 @@ func (l *loop) putBuf(b []byte) {
 		l.spare = append(l.spare, b[:bufSize])
 	}
 }
+
+// ---------------------------------------------------------------- sockets
+
+// socketTo opens a non-blocking socket and starts its connect to ap. It
+// returns the socket and 0 (connected), EINPROGRESS (wait for writable) or
+// the backend's refusal; or -1 and a local failure (no descriptor, no
+// memory, no local port), or -1 and EINVAL for a zone with no interface.
+func (l *loop) socketTo(ap netip.AddrPort) (int, syscall.Errno) {
+	family, sa, salen, e := l.sockaddr(ap)
+	if e != 0 {
+		return -1, e
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	setSocketOptions(fd)
+	_, _, e = syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(sa), salen)
+	switch e {
+	case 0, syscall.EINPROGRESS:
+		return fd, e
+	case syscall.EADDRNOTAVAIL, syscall.EAGAIN, syscall.ENOBUFS, syscall.ENOMEM:
+		closeFD(fd)
+		return -1, e
+	}
+	return fd, e // refused or unreachable: the caller closes fd
+}
+
+// sockaddr fills the loop's socket address for ap, in the form connect(2)
+// takes; no allocation.
+func (l *loop) sockaddr(ap netip.AddrPort) (family int, sa unsafe.Pointer, salen uintptr, e syscall.Errno) {
+	ip, port := ap.Addr().Unmap(), ap.Port()
+	if ip.Is4() {
+		l.sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: ip.As4()}
+		putPort(&l.sa4.Port, port)
+		return syscall.AF_INET, unsafe.Pointer(&l.sa4), unsafe.Sizeof(l.sa4), 0
+	}
+	l.sa6 = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: ip.As16()}
+	putPort(&l.sa6.Port, port)
+	if ip.Zone() != "" {
+		id, err := backend.ScopeID(ip)
+		if err != nil {
+			return 0, nil, 0, syscall.EINVAL
+		}
+		l.sa6.Scope_id = id
+	}
+	return syscall.AF_INET6, unsafe.Pointer(&l.sa6), unsafe.Sizeof(l.sa6), 0
+}
+
+// putPort stores port in network byte order.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// setSocketOptions sets what every proxied socket needs: no Nagle delay,
+// and urgent data inline, so that a byte sent with MSG_OOB is passed on in
+// its place in the stream rather than dropped. Accepted sockets inherit
+// both from their listener.
+func setSocketOptions(fd int) {
+	one := int32(1)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// setLingerZero makes the next close of fd send a reset.
+func setLingerZero(fd int) {
+	lg := syscall.Linger{Onoff: 1, Linger: 0}
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, uintptr(unsafe.Pointer(&lg)), unsafe.Sizeof(lg), 0)
+}
+
+// sockError reads and clears fd's pending error (SO_ERROR).
+func sockError(fd int) syscall.Errno {
+	var v int32
+	n := uint32(4)
+	_, _, e := syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_ERROR, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 {
+		return e
+	}
+	return syscall.Errno(v)
+}
+
+// unsent is how many bytes fd's socket still holds for its peer, sent or
+// not, unacknowledged (SIOCOUTQ); 0 when it cannot tell.
+func unsent(fd int) int {
+	var v int32
+	const siocoutq = 0x5411 // TIOCOUTQ
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), siocoutq, uintptr(unsafe.Pointer(&v))); e != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+func closeFD(fd int) { syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0) }

@@ -7,9 +7,12 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
 // The Linux engine: a few event loops, each a goroutine locked to its thread
@@ -30,11 +33,22 @@ const bufSize = 64 << 10
 
 // engine starts the loops when the first listener is served and lets each
 // stop once it has no listener and no connection left.
-type engine struct {
+type loopEngine struct {
+	srv   *Server
 	mu    sync.Mutex
 	loops []*loop
 	want  int // how many loops, fixed while any runs
+	// capWaiters are the loops that stopped accepting at the connection cap,
+	// in order; a freed slot wakes the first. freeSlot notes a slot freed
+	// while none waited yet, for the next loop about to wait.
+	capWaiters []*loop
+	freeSlot   bool
+	capWakes   atomic.Uint64 // loops woken by a freed slot (tests)
 }
+
+var _ engine = (*loopEngine)(nil)
+
+func newEngine(s *Server) engine { return &loopEngine{srv: s} }
 
 // loopCount is how many loops run. By default one per two CPUs: on a small
 // machine one loop moves the bytes faster per CPU second than two, which
@@ -47,65 +61,125 @@ func loopCount(set *Settings) int {
 	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
-func (e *engine) init() {}
-
-// each runs f on every loop.
-func (e *engine) each(f func(*loop)) {
+// each runs f on every loop and waits until all ran it.
+func (e *loopEngine) each(f func(*loop)) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, l := range e.loops {
-		l.post(f)
+	loops := append([]*loop(nil), e.loops...)
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Add(1)
+		if !l.post(func(l *loop) { f(l); wg.Done() }) {
+			wg.Done()
+		}
 	}
+	wg.Wait()
 }
 
-// slotFreed makes every loop retry the listeners it stopped at the cap.
-func (e *engine) slotFreed() { e.each((*loop).resumeAccepts) }
+// slotFreed wakes the first loop waiting at the cap; the woken loop takes
+// the slot or waits again. One slot, one loop: no thundering herd.
+func (e *loopEngine) slotFreed() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.capWaiters) > 0 {
+		l := e.capWaiters[0]
+		e.capWaiters = e.capWaiters[1:]
+		if l.post((*loop).slotWake) {
+			e.capWakes.Add(1)
+			return
+		}
+	}
+	e.freeSlot = true
+}
 
-// idleTimeoutChanged makes every loop plan its idle checks anew.
-func (e *engine) idleTimeoutChanged() { e.each(func(l *loop) { l.nextIdle = 0 }) }
+// waitForSlot queues l to be woken by a freed slot; it reports false, and
+// queues nothing, when a slot freed since the last wake.
+func (e *loopEngine) waitForSlot(l *loop) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.freeSlot {
+		e.freeSlot = false
+		return false
+	}
+	for _, w := range e.capWaiters {
+		if w == l {
+			return true
+		}
+	}
+	e.capWaiters = append(e.capWaiters, l)
+	return true
+}
 
-// closeAll closes every connection of every loop.
-func (e *engine) closeAll() {
+// settingsChanged makes every loop plan its idle checks anew and look at the
+// cap again (it may have risen).
+func (e *loopEngine) settingsChanged() {
+	e.mu.Lock()
+	e.capWaiters = nil
+	e.mu.Unlock()
+	e.each(func(l *loop) {
+		l.nextIdle = 0
+		l.resumeAtCap()
+	})
+}
+
+// closeBackend aborts every connection to b.
+func (e *loopEngine) closeBackend(b *backend.Backend) int {
+	var n atomic.Int64
+	e.each(func(l *loop) {
+		for i := 0; i < len(l.conns); {
+			if c := l.conns[i]; c.b == b {
+				l.abort(c) // moves the last one to i
+				n.Add(1)
+				continue
+			}
+			i++
+		}
+	})
+	return int(n.Load())
+}
+
+// closeAll aborts every connection of every loop.
+func (e *loopEngine) closeAll() {
 	e.each(func(l *loop) {
 		for len(l.conns) > 0 {
-			l.close(l.conns[0])
+			l.abort(l.conns[0])
 		}
 	})
 }
 
-// Serve accepts connections on ln until ctx ends, then closes ln and
-// returns; connections already accepted go on (see Wait, CloseAll). When ctx
-// ends, the connections already waiting in the backlog are still accepted
-// and proxied for a short grace. ln itself is closed at once: the loops use
-// their own descriptor for the same socket.
-func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
+// serve accepts connections on ln until ctx ends, then closes ln and
+// returns. When ctx ends, the connections already waiting in the backlog
+// are still accepted and proxied for a short grace. ln itself is closed at
+// once: the loops use their own descriptor for the same socket.
+func (e *loopEngine) serve(ctx context.Context, ln *net.TCPListener) error {
+	s := e.srv
 	fd, err := takeListener(ln)
 	if err != nil {
 		return err
 	}
 	lst := &listener{fd: fd}
-	s.eng.mu.Lock()
-	if len(s.eng.loops) == 0 {
-		s.eng.want = loopCount(s.settings.Load())
+	e.mu.Lock()
+	if len(e.loops) == 0 {
+		e.want = loopCount(s.settings.Load())
 	}
-	for len(s.eng.loops) < s.eng.want {
+	for len(e.loops) < e.want {
 		l, err := newLoop(s)
 		if err != nil {
-			for _, l := range s.eng.loops {
+			for _, l := range e.loops {
 				l.post(func(*loop) {}) // a loop with nothing to do then exits
 			}
-			s.eng.mu.Unlock()
+			e.mu.Unlock()
 			syscall.Close(fd)
 			return err
 		}
-		s.eng.loops = append(s.eng.loops, l)
+		e.loops = append(e.loops, l)
 		go l.run()
 	}
-	loops := append([]*loop(nil), s.eng.loops...)
+	loops := append([]*loop(nil), e.loops...)
 	for _, l := range loops {
 		l.post(func(l *loop) { l.addListener(lst) })
 	}
-	s.eng.mu.Unlock()
+	e.mu.Unlock()
 
 	<-ctx.Done()
 	grace := time.NewTimer(backlogGrace)
@@ -113,7 +187,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
 	var removed sync.WaitGroup
 	for _, l := range loops {
 		removed.Add(1)
-		l.post(func(l *loop) { l.removeListener(lst); removed.Done() })
+		if !l.post(func(l *loop) { l.removeListener(lst); removed.Done() }) {
+			removed.Done()
+		}
 	}
 	removed.Wait()
 	syscall.Close(fd)
@@ -138,6 +214,7 @@ func takeListener(ln *net.TCPListener) (int, error) {
 			return
 		}
 		fd = int(r)
+		setSocketOptions(fd) // inherited by every accepted socket
 	}); err != nil {
 		return -1, err
 	}
@@ -160,6 +237,7 @@ type slot struct {
 
 type loop struct {
 	srv    *Server
+	eng    *loopEngine
 	epfd   int
 	wakeFD int // eventfd: post writes it, the loop reads it
 	events []syscall.EpollEvent
@@ -168,16 +246,25 @@ type loop struct {
 	slots  []slot   // by descriptor
 	gen    uint32
 	now    int64 // monotime, taken after each epoll_wait
+	sa4    syscall.RawSockaddrInet4
+	sa6    syscall.RawSockaddrInet6
 
-	listeners  []*listener
-	paused     []*listener // listeners left alone at the connection cap or out of descriptors
-	retryAt    int64       // when to retry paused listeners out of descriptors; 0 = not waiting
+	listeners []*listener
+	watching  bool  // the listeners are in the epoll set
+	atCap     bool  // not accepting: the connection cap is reached
+	outOfFDs  bool  // not accepting: out of descriptors (or memory)
+	retryAt   int64 // when to try again after running out of descriptors; 0 = not waiting
+
 	conns      []*conn     // every open connection, for idle checks
 	halfClosed []halfClose // FINs to pass on at the end of the batch
+	again      []pumpLater // flows with more to read after their turn
+	spareAgain []pumpLater // again's other buffer
 	dialing    []*conn     // connections waiting for their backend's answer
-	nextCheck  int64       // earliest connect deadline, idle check or accept retry; 0 = none
+	lingering  []*conn     // connections passing on a reset
+	fdWait     []*conn     // clients waiting for a descriptor, in order
+	nextCheck  int64       // earliest timer; 0 = none
 	nextIdle   int64       // next idle check; 0 = none
-	lastWarn   int64       // when localFailure last logged
+	lastWarn   int64       // when warnLocal last logged
 
 	mu      sync.Mutex
 	inbox   []func(*loop)
@@ -196,6 +283,7 @@ func newLoop(s *Server) (*loop, error) {
 	}
 	l := &loop{
 		srv:    s,
+		eng:    s.eng.(*loopEngine),
 		epfd:   epfd,
 		wakeFD: int(wfd),
 		events: make([]syscall.EpollEvent, 256),
@@ -210,12 +298,13 @@ func newLoop(s *Server) (*loop, error) {
 	return l, nil
 }
 
-// post runs f on the loop, between two batches of events.
-func (l *loop) post(f func(*loop)) {
+// post runs f on the loop, between two batches of events; it reports false
+// when the loop has exited and f will never run.
+func (l *loop) post(f func(*loop)) bool {
 	l.mu.Lock()
-	if l.stopped { // only a connection's Close can come late, and it is closed
+	if l.stopped {
 		l.mu.Unlock()
-		return
+		return false
 	}
 	l.inbox = append(l.inbox, f)
 	first := len(l.inbox) == 1
@@ -224,6 +313,7 @@ func (l *loop) post(f func(*loop)) {
 		one := uint64(1)
 		syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wakeFD), uintptr(unsafe.Pointer(&one)), 8)
 	}
+	return true
 }
 
 func (l *loop) runInbox() {
@@ -243,6 +333,9 @@ func (l *loop) run() {
 	defer runtime.UnlockOSThread()
 	timeout := -1
 	for {
+		if len(l.again) > 0 {
+			timeout = 0 // flows left mid-way: look at the other events, then on
+		}
 		n, err := l.wait(timeout)
 		if err != 0 && err != syscall.EINTR {
 			panic("proxy: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
@@ -252,12 +345,31 @@ func (l *loop) run() {
 			ev := &l.events[i]
 			l.dispatch(int(ev.Fd), uint32(ev.Pad), ev.Events)
 		}
+		l.pumpAgain()
 		timeout = l.checkTimers()
 		l.shutdownHalfClosed()
 		if len(l.listeners) == 0 && len(l.conns) == 0 && l.exit() {
 			return
 		}
 	}
+}
+
+// pumpAgain gives the flows left mid-way in the last turn one more budget
+// each; those that still have more go on after the next batch of events.
+func (l *loop) pumpAgain() {
+	if len(l.again) == 0 {
+		return
+	}
+	turn := l.again
+	l.again = l.spareAgain[:0]
+	for i, p := range turn {
+		turn[i] = pumpLater{}
+		p.f.queued = false
+		if !p.c.closed {
+			l.pump(p.c, p.f)
+		}
+	}
+	l.spareAgain = turn[:0]
 }
 
 // wait returns the next batch of events. Under load there always is one,
@@ -276,9 +388,9 @@ func (l *loop) wait(timeout int) (int, syscall.Errno) {
 
 // exit stops the loop if nothing can reach it any more: no listener, no
 // connection and nothing posted. It runs under the engine's lock, which
-// Serve holds to post a new listener.
+// serve holds to post a new listener.
 func (l *loop) exit() bool {
-	e := &l.srv.eng
+	e := l.eng
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l.mu.Lock()
@@ -287,12 +399,8 @@ func (l *loop) exit() bool {
 	if !l.stopped {
 		return false
 	}
-	for i, x := range e.loops {
-		if x == l {
-			e.loops = append(e.loops[:i], e.loops[i+1:]...)
-			break
-		}
-	}
+	e.loops = remove(e.loops, l)
+	e.capWaiters = remove(e.capWaiters, l)
 	syscall.Close(l.epfd)
 	syscall.Close(l.wakeFD)
 	return true
@@ -312,36 +420,53 @@ func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
 		return
 	}
 	c := s.c
-	if c == nil {
+	if c == nil || c.closed {
 		return
 	}
-	readable := ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
-	hangup := ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
-	if fd == c.server && c.dialing >= 0 {
+	const hangup = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+	if c.dialing >= 0 || c.waitingFD {
+		if fd == c.client {
+			// A reset client is gone: drop its dial. A FIN is not: the
+			// client may have sent its request and wait for the answer.
+			if ev&syscall.EPOLLERR != 0 && sockError(fd) != 0 {
+				l.abandon(c)
+				return
+			}
+			if ev&hangup != 0 {
+				c.up.hup = true // the edge is consumed: read to the end once connected
+			}
+			if ev&syscall.EPOLLPRI != 0 {
+				c.up.urgent = true
+			}
+			return
+		}
 		if ev&(syscall.EPOLLOUT|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 			return
 		}
 		l.dialDone(c, ev)
-		if c.closed || c.dialing >= 0 || l.slots[fd].gen != gen {
-			return // still dialing, maybe another backend on a reused descriptor
+		if c.closed || c.dialing >= 0 || c.waitingFD || l.slots[fd].gen != gen {
+			return // still dialing, maybe another address on a reused descriptor
 		}
 		// Connected: the backend may have spoken already, in this very edge.
 	}
-	to, from := &c.up, &c.down // the flows fd receives for and sends from
-	if fd == c.client {
-		to, from = &c.down, &c.up
-	}
-	if hangup {
+	x := c.sideOf(fd)
+	from, to := c.flowFrom(x), c.flowInto(x)
+	if ev&hangup != 0 {
 		from.hup = true // the edge is consumed: read to the end from now on
 	}
-	if c.b == nil || c.dialing >= 0 {
-		return // the client's bytes wait in the kernel until the backend answers
+	if ev&syscall.EPOLLPRI != 0 {
+		from.urgent = true
+	}
+	if ev&syscall.EPOLLERR != 0 && sockError(fd) != 0 {
+		// A reset, seen even on a side that is not being read (after its
+		// FIN, or paused behind a full receiver): it ends the connection.
+		l.reset(c, x)
+	}
+	if ev&(syscall.EPOLLIN|syscall.EPOLLPRI|hangup) != 0 {
+		l.pump(c, from) // what the peer sent before anything else
 	}
 	if ev&syscall.EPOLLOUT != 0 {
 		l.flush(c, to)
-	}
-	if readable {
-		l.pump(c, from)
 	}
 }
 
@@ -353,41 +478,41 @@ func (l *loop) register(fd int, c *conn) syscall.Errno {
 	l.gen++
 	l.slots[fd] = slot{gen: l.gen, c: c}
 	ev := syscall.EpollEvent{
-		Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
+		Events: syscall.EPOLLIN | syscall.EPOLLPRI | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
 		Fd:     int32(fd),
 		Pad:    int32(l.gen),
 	}
 	return epollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
 }
 
-// closeFD closes a socket of a connection; closing takes it out of the
+// closeSocket closes a socket of a connection; closing takes it out of the
 // epoll set.
-func (l *loop) closeFD(fd int) {
+func (l *loop) closeSocket(fd int) {
 	l.slots[fd] = slot{}
-	syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+	closeFD(fd)
 }
 
 // ---------------------------------------------------------------- accept
 
 func (l *loop) addListener(ln *listener) {
 	l.listeners = append(l.listeners, ln)
-	l.watchListener(ln)
+	if l.watching || len(l.listeners) == 1 && !l.atCap && !l.outOfFDs {
+		l.watching = true
+		l.watch(ln)
+	}
 }
 
 func (l *loop) removeListener(ln *listener) {
-	l.listeners = remove(l.listeners, ln)
-	if l.isPaused(ln) {
-		l.paused = remove(l.paused, ln)
-	} else {
-		ev := syscall.EpollEvent{}
-		epollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, &ev)
+	if l.watching {
+		l.unwatch(ln)
 	}
+	l.listeners = remove(l.listeners, ln)
 	l.slots[ln.fd] = slot{}
 }
 
-// watchListener adds ln level-triggered, so a backlog left for the next
-// batch is reported again, and exclusive, so one new client wakes one loop.
-func (l *loop) watchListener(ln *listener) {
+// watch adds ln level-triggered, so a backlog left for the next batch is
+// reported again, and exclusive, so one new client wakes one loop.
+func (l *loop) watch(ln *listener) {
 	for ln.fd >= len(l.slots) {
 		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
 	}
@@ -404,39 +529,74 @@ func (l *loop) watchListener(ln *listener) {
 	}
 }
 
+func (l *loop) unwatch(ln *listener) {
+	ev := syscall.EpollEvent{}
+	epollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, &ev)
+}
+
+// updateWatch watches the listeners unless the loop is at the cap or out
+// of descriptors.
+func (l *loop) updateWatch() {
+	want := !l.atCap && !l.outOfFDs
+	if want == l.watching {
+		return
+	}
+	l.watching = want
+	for _, ln := range l.listeners {
+		if want {
+			l.watch(ln)
+		} else {
+			l.unwatch(ln)
+		}
+	}
+}
+
 const (
 	epollExclusive = 1 << 28 // EPOLLEXCLUSIVE
 	epollET        = 1 << 31 // EPOLLET; the syscall package's constant is negative
 )
 
-// pause stops watching ln until resumeAccepts (a slot freed) or retryAt
-// (descriptors may be free again).
-func (l *loop) pause(ln *listener) {
-	if l.isPaused(ln) {
+// pauseAtCap stops accepting until a freed slot wakes this loop.
+func (l *loop) pauseAtCap() {
+	if !l.eng.waitForSlot(l) {
+		return // a slot freed meanwhile: go on accepting
+	}
+	l.atCap = true
+	l.updateWatch()
+}
+
+// slotWake: a slot freed for this loop. One that no longer waits (the
+// settings changed meanwhile) passes it on.
+func (l *loop) slotWake() {
+	if !l.atCap {
+		l.eng.slotFreed()
 		return
 	}
-	ev := syscall.EpollEvent{}
-	epollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ln.fd, &ev)
-	l.paused = append(l.paused, ln)
+	l.resumeAtCap()
 }
 
-func (l *loop) isPaused(ln *listener) bool {
-	for _, p := range l.paused {
-		if p == ln {
-			return true
-		}
+// resumeAtCap accepts again after a slot freed or the cap rose.
+func (l *loop) resumeAtCap() {
+	if !l.atCap {
+		return
 	}
-	return false
+	l.atCap = false
+	l.updateWatch()
 }
 
-func (l *loop) resumeAccepts() {
-	paused := l.paused
-	l.paused = nil
-	l.retryAt = 0
-	for _, ln := range paused {
-		l.watchListener(ln)
+// pauseForFDs stops accepting until retryAt.
+func (l *loop) pauseForFDs() {
+	l.outOfFDs = true
+	l.updateWatch()
+	if l.retryAt == 0 {
+		l.retryAt = l.now + int64(fdRetry)
+		l.scheduleCheck(l.retryAt)
 	}
 }
+
+// fdRetry is how long the loop rests after running out of descriptors or
+// memory before it tries again (sooner when one of its connections closes).
+const fdRetry = 100 * time.Millisecond
 
 // acceptBatch bounds the accepts per event, so that one loop does not take
 // a whole burst while the others idle.
@@ -444,9 +604,12 @@ const acceptBatch = 16
 
 func (l *loop) accept(ln *listener) {
 	for range acceptBatch {
-		if !l.srv.gate.tryAcquire() {
-			l.pause(ln) // clients wait in the backlog; a freed slot resumes
+		if !l.watching {
 			return
+		}
+		if !l.srv.gate.tryAcquire() {
+			l.pauseAtCap() // clients wait in the backlog; a freed slot resumes
+			continue
 		}
 		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), 0, 0, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
 		switch e {
@@ -457,10 +620,8 @@ func (l *loop) accept(ln *listener) {
 		case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
 			// Out of descriptors or memory: wait, do not spin.
 			l.srv.gate.release()
-			l.warnLocal("accept failed, retrying in "+acceptRetry.String(), e)
-			l.pause(ln)
-			l.retryAt = l.now + int64(acceptRetry)
-			l.scheduleCheck(l.retryAt)
+			l.warnLocal("accept failed: clients wait in the backlog", e)
+			l.pauseForFDs()
 			return
 		default: // the client is gone (ECONNABORTED, a network error): next
 			l.srv.gate.release()
@@ -471,10 +632,6 @@ func (l *loop) accept(ln *listener) {
 		l.open(int(r))
 	}
 }
-
-// acceptRetry is how long a listener rests after accept ran out of
-// descriptors or memory.
-const acceptRetry = 100 * time.Millisecond
 
 // warnLocal logs a failure of this host, at most once a second per loop.
 func (l *loop) warnLocal(msg string, e syscall.Errno) {
@@ -493,9 +650,10 @@ func (l *loop) scheduleCheck(at int64) {
 	}
 }
 
-// checkTimers fails the dials past their deadline, closes the connections
-// idle for longer than the idle timeout, retries paused listeners, and
-// returns epoll_wait's timeout in ms until the next check (-1: none).
+// checkTimers fails the dials past their deadline, ends the resets passed
+// on, serves the clients waiting for a descriptor, closes the connections
+// idle for longer than the idle timeout, and returns epoll_wait's timeout
+// in ms until the next check (-1: none).
 func (l *loop) checkTimers() int {
 	idle := l.idleTimeout()
 	if idle > 0 && len(l.conns) > 0 && l.nextIdle == 0 {
@@ -509,31 +667,15 @@ func (l *loop) checkTimers() int {
 		return waitMillis(l.nextCheck - l.now)
 	}
 	l.nextCheck = 0
-	for i := 0; i < len(l.dialing); {
-		c := l.dialing[i]
-		if l.now < c.deadline {
-			l.scheduleCheck(c.deadline)
-			i++
-			continue
-		}
-		l.stopDialing(c) // moves the last one to i
-		l.dialFailed(c, "connect timeout after "+c.set.ConnectTimeout.String())
-		c.tries--
-		l.dial(c)
-	}
-	if l.retryAt != 0 {
-		if l.now >= l.retryAt {
-			l.resumeAccepts()
-		} else {
-			l.scheduleCheck(l.retryAt)
-		}
-	}
+	l.checkDials()
+	l.checkLingering()
+	l.checkFDWaits()
 	if l.nextIdle != 0 && l.now >= l.nextIdle {
 		l.nextIdle = 0
 		for i := 0; idle > 0 && i < len(l.conns); {
 			c := l.conns[i]
-			if c.b != nil && c.dialing < 0 && l.now-c.last >= int64(idle) {
-				l.close(c) // moves the last one to i
+			if c.b != nil && c.dialing < 0 && !c.lingering && l.now-c.last >= int64(idle) {
+				l.close(c, false) // moves the last one to i
 				continue
 			}
 			i++
@@ -551,10 +693,89 @@ func (l *loop) checkTimers() int {
 	return waitMillis(l.nextCheck - l.now)
 }
 
+// checkDials gives up the dials past their deadline: the backend failed,
+// the next try picks again.
+func (l *loop) checkDials() {
+	for i := 0; i < len(l.dialing); {
+		c := l.dialing[i]
+		if l.now < c.deadline {
+			l.scheduleCheck(c.deadline)
+			i++
+			continue
+		}
+		l.stopDialing(c) // moves the last one to i
+		l.closeSocket(c.server)
+		c.server = -1
+		l.backendFailed(c, "connect timeout after "+c.set.ConnectTimeout.String())
+		c.tries--
+		l.dial(c)
+	}
+}
+
+// checkLingering ends the resets passed on whose last bytes are delivered
+// or whose time is up.
+func (l *loop) checkLingering() {
+	for i := 0; i < len(l.lingering); {
+		c := l.lingering[i]
+		if !c.closed && l.now >= c.deadline {
+			l.abort(c)
+		} else {
+			l.settle(c)
+		}
+		if c.closed {
+			c.lingering = false
+			l.lingering[i] = l.lingering[len(l.lingering)-1]
+			l.lingering[len(l.lingering)-1] = nil
+			l.lingering = l.lingering[:len(l.lingering)-1]
+			continue
+		}
+		l.scheduleCheck(c.deadline)
+		i++
+	}
+}
+
+// checkFDWaits dials for the clients waiting for a descriptor, in order,
+// until one still finds none; with none left waiting, the loop accepts
+// again.
+func (l *loop) checkFDWaits() {
+	if l.retryAt == 0 {
+		return
+	}
+	if l.now < l.retryAt {
+		l.scheduleCheck(l.retryAt)
+		return
+	}
+	l.retryAt = 0
+	waiting := l.fdWait
+	l.fdWait = nil
+	for i, c := range waiting {
+		if c.closed {
+			continue
+		}
+		c.waitingFD = false
+		if l.now >= c.fdDeadline {
+			l.warnLocal("a client waited too long for a descriptor: closed", syscall.EMFILE)
+			l.close(c, false)
+			continue
+		}
+		l.dial(c)
+		if c.waitingFD { // still none: the rest wait on, in order
+			l.fdWait = append(l.fdWait, waiting[i+1:]...)
+			break
+		}
+	}
+	if len(l.fdWait) == 0 {
+		l.outOfFDs = false
+		l.updateWatch()
+		return
+	}
+	l.pauseForFDs()
+}
+
 // waitMillis is epoll_wait's timeout for a wait of ns, rounded up and at
 // most a minute (an int32 of milliseconds holds only 24 days).
 func waitMillis(ns int64) int {
-	return int(min((ns+999_999)/1_000_000, 60_000))
+	return int(min((max(ns, 0)+999_999)/1_000_000, 60_000))
 }
 
 // idleCheckEvery is the period of the idle checks: a quarter of the
@@ -585,32 +806,6 @@ func send(fd int, b []byte) (int, syscall.Errno) {
 func epollCtl(epfd, op, fd int, ev *syscall.EpollEvent) syscall.Errno {
 	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	return e
-}
-
-func setNoDelay(fd int) {
-	one := int32(1)
-	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
-}
-
-// connect starts a non-blocking connect to d. It returns the socket and 0
-// (connected), EINPROGRESS (wait for writable) or the backend's refusal;
-// or -1 and a local failure (no descriptor, no memory, no local port).
-func connect(d *dest) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(d.family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-	if e != 0 {
-		return -1, e
-	}
-	fd := int(r)
-	setNoDelay(fd)
-	_, _, e = syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(d.addr), uintptr(d.len))
-	switch e {
-	case 0, syscall.EINPROGRESS:
-		return fd, e
-	case syscall.EADDRNOTAVAIL, syscall.EAGAIN, syscall.ENOBUFS, syscall.ENOMEM:
-		syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
-		return -1, e
-	}
-	return fd, e // refused or unreachable: the caller closes fd
 }
 
 // epoch makes monotime monotonic: wall-clock steps must not time out dials

@@ -77,9 +77,10 @@ func TestManyConnectionsAcrossLoops(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	h.srv.eng.mu.Lock()
-	n := len(h.srv.eng.loops)
-	h.srv.eng.mu.Unlock()
+	e := h.srv.eng.(*loopEngine)
+	e.mu.Lock()
+	n := len(e.loops)
+	e.mu.Unlock()
 	if n != 3 {
 		t.Fatalf("%d loops running, want 3", n)
 	}
@@ -116,7 +117,7 @@ func stuckAddress(t *testing.T) string {
 
 func TestConnectTimeoutTriesAnotherBackend(t *testing.T) {
 	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
-	h := start(t, Settings{Retries: 1, ConnectTimeout: 200 * time.Millisecond}, stuck, live)
+	h := start(t, Settings{Retries: 1, ConnectTimeout: 200 * time.Millisecond, Passive: markDownAtOnce}, stuck, live)
 	begin := time.Now()
 	c := dialClient(t, h.addr)
 	io.WriteString(c, "x")
@@ -189,7 +190,7 @@ func TestCloseAllEndsAConnectionStillDialing(t *testing.T) {
 	h := start(t, Settings{ConnectTimeout: 10 * time.Second}, stuckAddress(t))
 	c := dialClient(t, h.addr)
 	waitFor(t, func() bool { return h.pool[0].Active() == 1 })
-	if n := h.pool[0].CloseAll(); n != 1 {
+	if n := h.srv.CloseBackend(h.pool[0]); n != 1 {
 		t.Fatalf("CloseAll closed %d connections, want the dialing one", n)
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -200,13 +201,20 @@ func TestCloseAllEndsAConnectionStillDialing(t *testing.T) {
 }
 
 // A backend that accepts and resets at once did connect: the client sees
-// the end, and the backend is not marked down for a failed dial.
+// the reset (at its connect or its first read), and the backend is not
+// marked down for a failed dial.
 func TestBackendThatResetsAfterAcceptIsNotADialFailure(t *testing.T) {
-	h := start(t, Settings{}, server(t, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0) }))
-	for range 30 {
-		c := dialClient(t, h.addr)
-		io.Copy(io.Discard, c)
-		c.Close()
+	h := start(t, Settings{Passive: markDownAtOnce}, server(t, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0) }))
+	for i := range 30 {
+		c, err := net.Dial("tcp", h.addr)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, c)
+			c.Close()
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection %d: %v, want the backend's reset passed on", i, err)
+		}
 	}
 	if s := h.pool[0].Snapshot(); s.ConnectFailures != 0 || !s.Up {
 		t.Fatalf("backend after 30 accepted-then-reset connections: %+v", s)

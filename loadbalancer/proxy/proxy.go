@@ -2,16 +2,22 @@
 // backend with the current strategy, dial it (trying another on failure) and
 // copy bytes both ways until both sides are done.
 //
-// On Linux a few event loops do all of it (loop_linux.go): each owns an epoll
-// set, accepts, dials without blocking and moves bytes with recv/send through
-// one buffer per loop, so a connection costs no goroutine and, while idle, no
-// buffer. Elsewhere each connection is a goroutine pair running io.Copy
-// (serve_other.go).
+// The bytes are moved by an engine, which owns its connections. On Linux a
+// few event loops do all of it (loop_linux.go, conn_linux.go): each owns an
+// epoll set, accepts, dials without blocking and moves bytes with recv/send
+// through one buffer per loop, so a connection costs no goroutine and, while
+// idle, no buffer. Elsewhere each connection is a goroutine pair
+// (serve_other.go). Both keep the same promise, tested by one suite
+// (contract_test.go): every byte sent before a clean close arrives, a FIN is
+// passed on as a half-close, an abort (RST) is passed on as an abort after
+// the bytes sent before it, and every error ends the connection and frees
+// its slot.
 package proxy
 
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +33,27 @@ type Table struct {
 	Strategy strategy.Strategy
 }
 
+// route is what a new connection is routed by.
+type route struct{ t *Table }
+
+// newRoute prepares t: the host names of its backends are looked up at once
+// (concurrently, so a reload waits for the slowest, not for their sum), so
+// that the first clients already have addresses. A failed lookup is not
+// kept: the backend looks again when it is dialled.
+func newRoute(t *Table) *route {
+	if t != nil {
+		var wg sync.WaitGroup
+		for _, b := range t.Backends {
+			wg.Go(func() { b.Resolve(context.Background()) })
+		}
+		wg.Wait()
+	}
+	return &route{t: t}
+}
+
 // Settings are the per-connection knobs. The zero value means: no connection
-// limit, a 2s connect timeout, no retries, no idle timeout.
+// limit, a 2s connect timeout, no retries, no idle timeout, and a failed dial
+// never marks a backend down.
 type Settings struct {
 	// MaxConnections caps open client connections; at the cap the server
 	// stops accepting and clients wait in the kernel backlog. 0 = no cap.
@@ -43,6 +68,8 @@ type Settings struct {
 	// EventLoops is how many event loops move the bytes (Linux); 0 = one per
 	// two CPUs. The loops are started with the first listener and kept.
 	EventLoops int
+	// Passive is when failed dials mark a backend down (passive health).
+	Passive backend.Passive
 }
 
 const defaultConnectTimeout = 2 * time.Second
@@ -53,28 +80,62 @@ type Stats struct {
 	Accepted  uint64        `json:"accepted_connections"`
 	NoBackend uint64        `json:"rejected_no_backend"`
 	AtCap     time.Duration `json:"time_at_max_connections_ns"`
+	// Aborts counts connections ended by a reset from either side (passed on
+	// as a reset to the other).
+	Aborts uint64 `json:"aborted_connections"`
+	// WaitedForDescriptors counts clients kept waiting because this host had
+	// no descriptor for their backend connection (served once one freed).
+	WaitedForDescriptors uint64 `json:"waited_for_descriptors"`
+	// LogsDropped counts log lines of the data path dropped because the log
+	// sink was slower than they came.
+	LogsDropped uint64 `json:"logs_dropped"`
+}
+
+// engine moves the bytes. It owns the connections it accepts: only it
+// touches their sockets; everyone else asks it (one implementation per
+// platform: loop_linux.go, serve_other.go; one test suite).
+type engine interface {
+	// serve accepts on ln until ctx ends, then for backlogGrace more, closes
+	// ln and returns; accepted connections go on.
+	serve(ctx context.Context, ln *net.TCPListener) error
+	// slotFreed: a max_connections slot freed (or the cap rose) while an
+	// accept was held back; wake one acceptor, not all.
+	slotFreed()
+	// settingsChanged: settings that reach open connections (the idle
+	// timeout) changed.
+	settingsChanged()
+	// closeBackend aborts every open connection to b and returns how many.
+	closeBackend(b *backend.Backend) int
+	// closeAll aborts every open connection.
+	closeAll()
 }
 
 // Server proxies the connections of any number of listeners to the backends
 // of its current Table. Create it with New.
 type Server struct {
-	log      *slog.Logger
+	log      *slog.Logger // for the data path: never blocks (see asyncLog)
 	route    atomic.Pointer[route]
 	eng      engine
 	settings atomic.Pointer[Settings]
 	gate     gate
+	idle     idleWatch
 
-	accepted  atomic.Uint64
-	noBackend atomic.Uint64
-	closing   atomic.Bool
-	conns     sync.WaitGroup
+	accepted    atomic.Uint64
+	noBackend   atomic.Uint64
+	aborts      atomic.Uint64
+	waitedFDs   atomic.Uint64
+	logsDropped atomic.Uint64
+	closing     atomic.Bool
+	conns       sync.WaitGroup
 }
 
 // New returns a server routing by t with settings s; log receives health
-// transitions seen by failed dials (never per-connection lines).
+// transitions seen by failed dials and local failures (never per-connection
+// lines), written off the data path.
 func New(log *slog.Logger, t *Table, s Settings) *Server {
-	srv := &Server{log: log}
-	srv.eng.init()
+	srv := &Server{}
+	srv.log = asyncLog(log, &srv.logsDropped)
+	srv.eng = newEngine(srv)
 	srv.gate.onFree = srv.eng.slotFreed
 	srv.SetTable(t)
 	srv.SetSettings(s)
@@ -92,18 +153,21 @@ func (s *Server) SetSettings(set Settings) {
 	}
 	old := s.settings.Swap(&set)
 	s.gate.setLimit(int64(set.MaxConnections))
-	if old != nil && old.IdleTimeout != set.IdleTimeout {
-		s.eng.idleTimeoutChanged()
+	if old != nil && (old.IdleTimeout != set.IdleTimeout || old.MaxConnections != set.MaxConnections) {
+		s.eng.settingsChanged()
 	}
 }
 
 // Stats reads the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Active:    s.gate.active.Load(),
-		Accepted:  s.accepted.Load(),
-		NoBackend: s.noBackend.Load(),
-		AtCap:     time.Duration(s.gate.atCap.Load()),
+		Active:               s.gate.active.Load(),
+		Accepted:             s.accepted.Load(),
+		NoBackend:            s.noBackend.Load(),
+		AtCap:                time.Duration(s.gate.atCap.Load()),
+		Aborts:               s.aborts.Load(),
+		WaitedForDescriptors: s.waitedFDs.Load(),
+		LogsDropped:          s.logsDropped.Load(),
 	}
 }
 
@@ -111,6 +175,14 @@ func (s *Server) Stats() Stats {
 // already in its kernel backlog: closing it at once would reset connections
 // that clients see as established.
 const backlogGrace = 50 * time.Millisecond
+
+// Serve accepts connections on ln until ctx ends, then closes ln and
+// returns; connections already accepted go on (see Wait, CloseAll). When ctx
+// ends, the connections already waiting in the backlog are still accepted
+// and proxied for a short grace.
+func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
+	return s.eng.serve(ctx, ln)
+}
 
 // Wait blocks until every accepted connection has ended or ctx ends; it
 // reports whether all ended.
@@ -125,14 +197,117 @@ func (s *Server) Wait(ctx context.Context) bool {
 	}
 }
 
-// CloseAll refuses every connection not yet proxied and closes the open ones
-// of backends; used at the end of the shutdown drain.
-func (s *Server) CloseAll(backends []*backend.Backend) {
+// CloseAll refuses every connection not yet proxied and aborts the open
+// ones; used at the end of the shutdown drain.
+func (s *Server) CloseAll() {
 	s.closing.Store(true)
-	for _, b := range backends {
-		b.CloseAll()
+	s.eng.closeAll()
+}
+
+// CloseBackend aborts every open connection to b (the end of its drain) and
+// returns how many it closed.
+func (s *Server) CloseBackend(b *backend.Backend) int { return s.eng.closeBackend(b) }
+
+// Drained returns a channel that is closed once b has no open connection.
+func (s *Server) Drained(b *backend.Backend) <-chan struct{} { return s.idle.wait(b) }
+
+// release undoes b.Acquire for a connection that ended or never connected,
+// and tells Drained's waiters when it was b's last.
+func (s *Server) release(b *backend.Backend) {
+	b.Release()
+	if s.idle.waiters.Load() > 0 && b.Active() == 0 {
+		s.idle.notify(b)
 	}
-	s.eng.closeAll() // and any connection a backend no longer lists
+}
+
+// idleWatch closes channels when a backend's last connection ends. The data
+// path pays one atomic load while nobody waits.
+type idleWatch struct {
+	waiters atomic.Int64
+	mu      sync.Mutex
+	chans   map[*backend.Backend][]chan struct{}
+}
+
+func (w *idleWatch) wait(b *backend.Backend) <-chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	if w.chans == nil {
+		w.chans = map[*backend.Backend][]chan struct{}{}
+	}
+	w.chans[b] = append(w.chans[b], ch)
+	w.waiters.Add(1)
+	w.mu.Unlock()
+	// A release between the last check and the registration saw no waiter.
+	if b.Active() == 0 {
+		w.notify(b)
+	}
+	return ch
+}
+
+func (w *idleWatch) notify(b *backend.Backend) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if b.Active() != 0 {
+		return
+	}
+	for _, ch := range w.chans[b] {
+		close(ch)
+		w.waiters.Add(-1)
+	}
+	delete(w.chans, b)
+}
+
+// asyncLog returns a logger whose lines are written by a goroutine of their
+// own, so that a full log pipe never stalls an event loop; beyond
+// maxLogsInFlight lines waiting, lines are dropped and counted.
+func asyncLog(log *slog.Logger, dropped *atomic.Uint64) *slog.Logger {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return slog.New(&asyncHandler{next: log.Handler(), inFlight: make(chan struct{}, maxLogsInFlight), dropped: dropped})
+}
+
+const maxLogsInFlight = 64
+
+type asyncHandler struct {
+	next     slog.Handler
+	inFlight chan struct{}
+	dropped  *atomic.Uint64
+}
+
+func (h *asyncHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
+
+func (h *asyncHandler) Handle(ctx context.Context, r slog.Record) error {
+	select {
+	case h.inFlight <- struct{}{}:
+	default:
+		h.dropped.Add(1)
+		return nil
+	}
+	r = r.Clone()
+	go func() {
+		defer func() { <-h.inFlight }()
+		h.next.Handle(context.WithoutCancel(ctx), r)
+	}()
+	return nil
+}
+
+func (h *asyncHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &asyncHandler{next: h.next.WithAttrs(as), inFlight: h.inFlight, dropped: h.dropped}
+}
+
+func (h *asyncHandler) WithGroup(name string) slog.Handler {
+	return &asyncHandler{next: h.next.WithGroup(name), inFlight: h.inFlight, dropped: h.dropped}
+}
+
+// dialFailed records a failed dial to b and marks b down when the passive
+// health policy says so; the active checks bring it back.
+func (s *Server) dialFailed(b *backend.Backend, set *Settings, reason string) {
+	if b.DialFailed(set.Passive) {
+		b.Transition(s.log, false, "dial failed: "+reason)
+	}
 }
 
 // gate is the max_connections cap: a connection takes a slot before it is

@@ -65,6 +65,10 @@ func deadAddress(t *testing.T) string {
 	return addr
 }
 
+// markDownAtOnce is the passive policy of the tests that look at one failed
+// dial's effect.
+var markDownAtOnce = backend.Passive{MaxFails: 1, FailDuration: time.Minute}
+
 type harness struct {
 	srv  *Server
 	addr string
@@ -88,7 +92,7 @@ func start(t *testing.T, set Settings, addrs ...string) *harness {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		srv.CloseAll(pool)
+		srv.CloseAll()
 		srv.Wait(context.Background())
 	})
 	return &harness{srv: srv, addr: ln.Addr().String(), pool: pool}
@@ -140,7 +144,7 @@ func TestLargeTransferBothWays(t *testing.T) {
 
 func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
 	live := server(t, replyAfterEOF)
-	h := start(t, Settings{Retries: 1}, deadAddress(t), live)
+	h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, deadAddress(t), live)
 	for i := range 6 {
 		c := dialClient(t, h.addr)
 		io.WriteString(c, "x")
@@ -223,7 +227,7 @@ func TestCloseAllEndsOpenConnections(t *testing.T) {
 	h := start(t, Settings{}, server(t, func(c net.Conn) { io.Copy(c, c) }))
 	c := dialClient(t, h.addr)
 	echo(t, c, "x")
-	if n := h.pool[0].CloseAll(); n != 1 {
+	if n := h.srv.CloseBackend(h.pool[0]); n != 1 {
 		t.Fatalf("closed %d connections, want 1", n)
 	}
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))

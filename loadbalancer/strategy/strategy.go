@@ -1,17 +1,19 @@
 // Package strategy holds the five balancing strategies. Each is a small type
 // whose Pick chooses among the eligible (up, not draining) backends of an
 // immutable pool snapshot: lock-free, no allocation per pick, nil when no
-// backend is eligible.
+// backend is eligible. The strategies are registered by name in one list
+// (registry); New builds one by name and Names lists them.
 package strategy
 
 import (
+	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strings"
 	"sync/atomic"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
-	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
 // Strategy picks a backend for a new connection.
@@ -27,23 +29,67 @@ var (
 	_ Strategy = (*Adaptive)(nil)
 )
 
-// New returns the strategy called name (see config.Strategies), prepared for
-// pool. Strategies that precompute (weighted_round_robin) must be rebuilt when
-// the pool or a weight changes; the others may be reused.
-func New(name string, pool []*backend.Backend, weights config.Weights) (Strategy, error) {
-	switch name {
-	case config.RoundRobin:
-		return &RoundRobin{}, nil
-	case config.WeightedRoundRobin:
-		return NewWeightedRoundRobin(pool), nil
-	case config.LeastConnections:
-		return &LeastConnections{}, nil
-	case config.FastestResponseTime:
-		return &FastestResponseTime{}, nil
-	case config.Adaptive:
-		return &Adaptive{Weights: weights}, nil
+// Options are the settings of the strategies that take any; each strategy
+// reads its own field.
+type Options struct {
+	Adaptive AdaptiveWeights // for adaptive
+}
+
+// registration is one strategy: its name and how it is built for a pool.
+// A strategy with settings also owns their type, defaults and validation
+// (AdaptiveWeights) and reads them from its field of Options.
+type registration struct {
+	Name string
+	New  func(pool []*backend.Backend, o Options) Strategy
+}
+
+// registry is the one list of strategies, in documentation order; the first
+// is the default.
+var registry = []registration{
+	{Name: "round_robin", New: func([]*backend.Backend, Options) Strategy { return &RoundRobin{} }},
+	{Name: "least_connections", New: func([]*backend.Backend, Options) Strategy { return &LeastConnections{} }},
+	{Name: "weighted_round_robin", New: func(p []*backend.Backend, _ Options) Strategy { return NewWeightedRoundRobin(p) }},
+	{Name: "fastest_response_time", New: func([]*backend.Backend, Options) Strategy { return &FastestResponseTime{} }},
+	{Name: "adaptive", New: func(_ []*backend.Backend, o Options) Strategy { return &Adaptive{Weights: o.Adaptive} }},
+}
+
+// Names returns every strategy name, in documentation order.
+func Names() []string {
+	names := make([]string, len(registry))
+	for i, r := range registry {
+		names[i] = r.Name
 	}
-	return nil, fmt.Errorf("unknown strategy %q (valid: %s)", name, strings.Join(config.Strategies, ", "))
+	return names
+}
+
+// Default is the name of the strategy used when none is configured.
+func Default() string { return registry[0].Name }
+
+// New returns the strategy called name (one of Names), prepared for pool.
+// Strategies that precompute (weighted_round_robin) must be rebuilt when the
+// pool or a weight changes; the others may be reused.
+func New(name string, pool []*backend.Backend, o Options) (Strategy, error) {
+	for _, r := range registry {
+		if r.Name == name {
+			return r.New(pool, o), nil
+		}
+	}
+	return nil, fmt.Errorf("unknown strategy %q (valid: %s)", name, strings.Join(Names(), ", "))
+}
+
+// SettingError is one bad setting of a strategy. Key is relative to the
+// strategy's own section ("error_weight"), or "" for the section as a
+// whole, so the caller can name it as its file does ("adaptive.error_weight").
+type SettingError struct {
+	Key string
+	Msg string
+}
+
+func (e *SettingError) Error() string {
+	if e.Key == "" {
+		return e.Msg
+	}
+	return e.Key + ": " + e.Msg
 }
 
 // cursor is a shared position that advances past the entries a pick skipped,
@@ -242,8 +288,43 @@ func (f *FastestResponseTime) Pick(pool []*backend.Backend) *backend.Backend {
 // of failed dials (0..1). Unmeasured backends count as zero latency so they get
 // measured. Ties go in turn.
 type Adaptive struct {
-	Weights config.Weights
+	Weights AdaptiveWeights
 	r       rotation
+}
+
+// AdaptiveWeights are the adaptive strategy's factor weights (the file's
+// adaptive section). They are relative (they need not sum to 1),
+// non-negative, and not all zero.
+type AdaptiveWeights struct {
+	ConnectionWeight float64 `mapstructure:"connection_weight"` // default 0.4
+	LatencyWeight    float64 `mapstructure:"latency_weight"`    // default 0.4
+	ErrorWeight      float64 `mapstructure:"error_weight"`      // default 0.2
+}
+
+// DefaultAdaptiveWeights returns the weights the seed uses.
+func DefaultAdaptiveWeights() AdaptiveWeights {
+	return AdaptiveWeights{ConnectionWeight: 0.4, LatencyWeight: 0.4, ErrorWeight: 0.2}
+}
+
+// Validate reports every bad weight, each a *SettingError, joined.
+func (w AdaptiveWeights) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{
+		{"connection_weight", w.ConnectionWeight},
+		{"latency_weight", w.LatencyWeight},
+		{"error_weight", w.ErrorWeight},
+	} {
+		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			errs = append(errs, &SettingError{f.key, fmt.Sprintf("must be a non-negative number, got %v", f.v)})
+		}
+	}
+	if w.ConnectionWeight == 0 && w.LatencyWeight == 0 && w.ErrorWeight == 0 {
+		errs = append(errs, &SettingError{"", "connection_weight, latency_weight and error_weight must not all be 0"})
+	}
+	return errors.Join(errs...)
 }
 
 // Pick implements Strategy.

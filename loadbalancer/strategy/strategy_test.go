@@ -1,17 +1,19 @@
 package strategy
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
-	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
-var defaultWeights = config.Weights{ConnectionWeight: 0.4, LatencyWeight: 0.4, ErrorWeight: 0.2}
+var defaultOptions = Options{Adaptive: DefaultAdaptiveWeights()}
 
 func pool(weights ...int) []*backend.Backend {
 	p := make([]*backend.Backend, len(weights))
@@ -111,7 +113,7 @@ func TestFastestResponseTime(t *testing.T) {
 
 func TestAdaptiveWeighsLoadLatencyAndErrors(t *testing.T) {
 	p := pool(1, 1)
-	a := &Adaptive{Weights: defaultWeights}
+	a := &Adaptive{Weights: DefaultAdaptiveWeights()}
 	p[0].ObserveLatency(100 * time.Millisecond)
 	p[1].ObserveLatency(5 * time.Millisecond)
 	if b := a.Pick(p); b != p[1] {
@@ -125,7 +127,7 @@ func TestAdaptiveWeighsLoadLatencyAndErrors(t *testing.T) {
 	}
 	q := pool(1, 1)
 	for range 10 {
-		q[0].DialFailed()
+		q[0].DialFailed(backend.Passive{})
 	}
 	if b := a.Pick(q); b != q[1] {
 		t.Fatalf("picked %s, want b over the failing a", b.Name())
@@ -135,8 +137,8 @@ func TestAdaptiveWeighsLoadLatencyAndErrors(t *testing.T) {
 func allStrategies(t *testing.T, p []*backend.Backend) map[string]Strategy {
 	t.Helper()
 	m := map[string]Strategy{}
-	for _, name := range config.Strategies {
-		s, err := New(name, p, defaultWeights)
+	for _, name := range Names() {
+		s, err := New(name, p, defaultOptions)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +148,7 @@ func allStrategies(t *testing.T, p []*backend.Backend) map[string]Strategy {
 }
 
 func TestNewRejectsUnknownNames(t *testing.T) {
-	_, err := New("random", nil, defaultWeights)
+	_, err := New("random", nil, defaultOptions)
 	if err == nil || !strings.Contains(err.Error(), "random") || !strings.Contains(err.Error(), "round_robin") {
 		t.Fatalf("error %v should name the bad value and the valid ones", err)
 	}
@@ -190,7 +192,7 @@ func TestPropertiesOfEveryStrategy(t *testing.T) {
 				}
 				seen[b]++
 			}
-			if name != config.FastestResponseTime && name != config.Adaptive && len(seen) != eligible {
+			if name != "fastest_response_time" && name != "adaptive" && len(seen) != eligible {
 				t.Fatalf("round %d %s: %d of %d eligible backends got traffic", round, name, len(seen), eligible)
 			}
 		}
@@ -219,8 +221,8 @@ func BenchmarkPick(b *testing.B) {
 				be.Acquire()
 			}
 		}
-		for _, name := range config.Strategies {
-			s, _ := New(name, p, defaultWeights)
+		for _, name := range Names() {
+			s, _ := New(name, p, defaultOptions)
 			b.Run(fmt.Sprintf("%s/backends=%d", name, n), func(b *testing.B) {
 				b.ReportAllocs()
 				b.RunParallel(func(pb *testing.PB) {
@@ -252,5 +254,64 @@ func TestLargePoolsFindTheOnlyEligibleBackend(t *testing.T) {
 				t.Fatalf("%s picked %v, want the only eligible backend", name, b)
 			}
 		}
+	}
+}
+
+// The names are a public contract (config files, the CLI, the docs): their
+// set and order must not change by accident.
+func TestNamesInDocumentationOrder(t *testing.T) {
+	want := []string{"round_robin", "least_connections", "weighted_round_robin", "fastest_response_time", "adaptive"}
+	if got := Names(); !slices.Equal(got, want) {
+		t.Fatalf("Names() = %v, want %v", got, want)
+	}
+	if Default() != "round_robin" {
+		t.Fatalf("Default() = %q", Default())
+	}
+	for _, name := range Names() {
+		s, err := New(name, pool(1), defaultOptions)
+		if err != nil || s == nil {
+			t.Fatalf("New(%q) = %v, %v", name, s, err)
+		}
+	}
+}
+
+func TestNewPassesTheAdaptiveWeights(t *testing.T) {
+	w := AdaptiveWeights{LatencyWeight: 1}
+	s, err := New("adaptive", nil, Options{Adaptive: w})
+	if err != nil || s.(*Adaptive).Weights != w {
+		t.Fatalf("New(adaptive) = %+v, %v; want weights %+v", s, err, w)
+	}
+}
+
+func TestAdaptiveWeightsValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		w    AdaptiveWeights
+		want []string // "key: message" of each problem, in order
+	}{
+		{"defaults", DefaultAdaptiveWeights(), nil},
+		{"one factor", AdaptiveWeights{ErrorWeight: 1}, nil},
+		{"negative", AdaptiveWeights{ConnectionWeight: 1, ErrorWeight: -0.5}, []string{"error_weight: must be a non-negative number, got -0.5"}},
+		{"nan and inf", AdaptiveWeights{ConnectionWeight: math.NaN(), LatencyWeight: math.Inf(1), ErrorWeight: 1},
+			[]string{"connection_weight: must be a non-negative number, got NaN", "latency_weight: must be a non-negative number, got +Inf"}},
+		{"all zero", AdaptiveWeights{}, []string{"connection_weight, latency_weight and error_weight must not all be 0"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.w.Validate()
+			var got []string
+			if err != nil {
+				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+					var se *SettingError
+					if !errors.As(e, &se) {
+						t.Fatalf("%v is not a *SettingError", e)
+					}
+					got = append(got, se.Error())
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("Validate() = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

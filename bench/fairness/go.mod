@@ -1,0 +1,3 @@
+module github.com/lemonade-lb/lemonade/bench/fairness
+
+go 1.26
