@@ -63,12 +63,13 @@ func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer
 		cfg:      &config.Config{},
 		draining: map[*backend.Backend]struct{}{},
 	}
-	warnDescriptorLimit(log, raiseDescriptorLimit(), cfg)
+	limit, limitErr := raiseDescriptorLimit()
 	r := &running{stopListener: func() {}, stopDrains: make(chan struct{})}
 	if _, err := b.apply(ctx, cfg, r); err != nil {
 		b.checker.Stop()
 		return nil, err
 	}
+	logDescriptorLimit(log, limit, limitErr, cfg)
 	go b.run(ctx, r)
 	log.Info("load balancer started", "listen", b.Addr().String(), "strategy", cfg.Strategy, "backends", len(cfg.Backends))
 	return b, nil
@@ -182,13 +183,11 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 	// Every valid config has a backend: only the empty one Start begins
 	// with has none, and applying over it is not a reload.
 	starting := len(old.Backends) == 0
-	// Apply's callers pass validated configs; checking again costs little and
-	// makes every later step one that cannot fail on a hand-built one.
-	if err := cfg.Validate(); err != nil {
-		if starting {
-			return nil, err
-		}
-		return nil, fmt.Errorf("reload rejected: %w", err)
+	// config.Load checked the strategy name, but a hand-built config may name
+	// none: find out before anything changes (a strategy for no backend
+	// costs nothing).
+	if _, err := strategy.New(cfg.Strategy, nil, strategy.Options{}); err != nil {
+		return nil, err
 	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
@@ -230,13 +229,7 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 		changes = append(changes, fmt.Sprintf("backend %d added at %s", bc.ID, bc.Address))
 		pool = append(pool, be)
 	}
-	strat, err := strategy.New(cfg.Strategy, pool, strategy.Options{Adaptive: cfg.Adaptive})
-	if err != nil { // Validate checked the name, so this is not expected
-		if newLn != nil {
-			newLn.Close()
-		}
-		return nil, err
-	}
+	strat, _ := strategy.New(cfg.Strategy, pool, strategy.Options{Adaptive: cfg.Adaptive}) // the name was checked above
 	if cfg.Strategy != old.Strategy {
 		changes = append(changes, fmt.Sprintf("strategy %s→%s", old.Strategy, cfg.Strategy))
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -102,7 +103,7 @@ func get(addr, query string) (string, error) {
 
 func TestRoundRobinThroughTheBalancer(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
-	lb := startBalancer(t, testConfig(t, config.RoundRobin, a, b, c))
+	lb := startBalancer(t, testConfig(t, "round_robin", a, b, c))
 	var got []string
 	for range 6 {
 		body, err := get(lb.Addr().String(), "")
@@ -117,7 +118,7 @@ func TestRoundRobinThroughTheBalancer(t *testing.T) {
 }
 
 func TestLatencyStrategiesPreferTheFastBackend(t *testing.T) {
-	for _, strategy := range []string{config.FastestResponseTime, config.Adaptive} {
+	for _, strategy := range []string{"fastest_response_time", "adaptive"} {
 		t.Run(strategy, func(t *testing.T) {
 			fast, slow := newSlowBackend(t, "fast", 5*time.Millisecond), newSlowBackend(t, "slow", 100*time.Millisecond)
 			lb := startBalancer(t, testConfig(t, strategy, fast, slow))
@@ -179,7 +180,7 @@ func clone(c *config.Config) *config.Config {
 
 func TestLongLivedConnectionSurvives100Reloads(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
-	cfg := testConfig(t, config.RoundRobin, a, b)
+	cfg := testConfig(t, "round_robin", a, b)
 	lb := startBalancer(t, cfg)
 	conn := dialKeepAlive(t, lb.Addr().String())
 	first, err := conn.get()
@@ -188,7 +189,7 @@ func TestLongLivedConnectionSurvives100Reloads(t *testing.T) {
 	}
 	for i := range 100 {
 		next := clone(cfg)
-		next.Strategy = config.Strategies[i%len(config.Strategies)]
+		next.Strategy = strategy.Names()[i%len(strategy.Names())]
 		next.Backends[1].Weight = 1 + i%7
 		if i%2 == 0 {
 			next.Backends = append(next.Backends, config.Backend{ID: 9, Name: "c", Address: c.addr, Weight: 1})
@@ -208,7 +209,7 @@ func TestLongLivedConnectionSurvives100Reloads(t *testing.T) {
 
 func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	cfg := testConfig(t, config.RoundRobin, a, b)
+	cfg := testConfig(t, "round_robin", a, b)
 	cfg.Runtime.DrainTimeout = 400 * time.Millisecond
 	lb := startBalancer(t, cfg)
 	conn := dialKeepAlive(t, lb.Addr().String())
@@ -244,7 +245,7 @@ func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
 
 func TestAddedBackendTakesTrafficAtOnce(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	cfg := testConfig(t, config.RoundRobin, a)
+	cfg := testConfig(t, "round_robin", a)
 	lb := startBalancer(t, cfg)
 	next := clone(cfg)
 	next.Backends = append(next.Backends, config.Backend{ID: 1, Name: "b", Address: b.addr, Weight: 1})
@@ -266,7 +267,7 @@ func TestAddedBackendTakesTrafficAtOnce(t *testing.T) {
 
 func TestReloadThatCannotBindChangesNothing(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	cfg := testConfig(t, config.RoundRobin, a)
+	cfg := testConfig(t, "round_robin", a)
 	lb := startBalancer(t, cfg)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -275,14 +276,14 @@ func TestReloadThatCannotBindChangesNothing(t *testing.T) {
 	defer taken.Close()
 	next := clone(cfg)
 	next.Proxy.ListenAddress = taken.Addr().String()
-	next.Strategy = config.LeastConnections
+	next.Strategy = "least_connections"
 	next.Backends = append(next.Backends, config.Backend{ID: 1, Name: "b", Address: b.addr, Weight: 1})
 	err = lb.Apply(next)
 	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
 		t.Fatalf("Apply error %v, want one naming %s", err, taken.Addr())
 	}
 	s := lb.Snapshot()
-	if s.Strategy != config.RoundRobin || len(s.Backends) != 1 || s.ReloadsFailed != 1 {
+	if s.Strategy != "round_robin" || len(s.Backends) != 1 || s.ReloadsFailed != 1 {
 		t.Fatalf("a rejected reload changed the running state: %+v", s)
 	}
 	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
@@ -292,7 +293,7 @@ func TestReloadThatCannotBindChangesNothing(t *testing.T) {
 
 func TestShutdownDrainsThenClosesWhatIsLeft(t *testing.T) {
 	a := newBackend(t, "a")
-	cfg := testConfig(t, config.RoundRobin, a)
+	cfg := testConfig(t, "round_robin", a)
 	cfg.Runtime.DrainTimeout = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
 // load runs clients making one request per new connection through lb until
@@ -82,7 +83,7 @@ func freePort(t *testing.T) string {
 
 func TestReloadsUnderLoadLoseNothing(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
-	cfg := testConfig(t, config.RoundRobin, a, b)
+	cfg := testConfig(t, "round_robin", a, b)
 	cfg.Runtime.DrainTimeout = 5 * time.Second
 	lb := startBalancer(t, cfg)
 	stop := make(chan struct{})
@@ -110,7 +111,7 @@ func TestReloadsUnderLoadLoseNothing(t *testing.T) {
 	}
 	step("remove a", func(c2 *config.Config) { c2.Backends = c2.Backends[1:] })
 	step("reweigh", func(c2 *config.Config) { c2.Backends[0].Weight = 3 })
-	for _, s := range config.Strategies {
+	for _, s := range strategy.Names() {
 		step("strategy "+s, func(c2 *config.Config) { c2.Strategy = s })
 	}
 	step("listen address", func(c2 *config.Config) { c2.Proxy.ListenAddress = freePort(t) })
@@ -157,7 +158,7 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lb.yaml")
-	writeConfig(t, path, config.RoundRobin, a)
+	writeConfig(t, path, "round_robin", a)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -175,19 +176,19 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 	}
 
 	// In-place truncate and write.
-	writeConfig(t, path, config.LeastConnections, a, b)
-	strategyIs("truncate-and-write", config.LeastConnections)
+	writeConfig(t, path, "least_connections", a, b)
+	strategyIs("truncate-and-write", "least_connections")
 	if n := len(lb.Snapshot().Backends); n != 2 {
 		t.Fatalf("%d backends after the edit, want 2", n)
 	}
 
 	// Write a temporary file and rename it over the config.
 	tmp := filepath.Join(dir, ".lb.yaml.tmp")
-	writeConfig(t, tmp, config.Adaptive, a, b)
+	writeConfig(t, tmp, "adaptive", a, b)
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	strategyIs("atomic rename", config.Adaptive)
+	strategyIs("atomic rename", "adaptive")
 
 	// Invalid files: counted, logged, and the running config stays.
 	okBefore := lb.Snapshot().ReloadsOK
@@ -200,7 +201,7 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 		waitFor(t, "rejected reload", func() bool { return lb.Snapshot().ReloadsFailed >= uint64(i+1) })
 	}
 	s := lb.Snapshot()
-	if s.Strategy != config.Adaptive || len(s.Backends) != 2 || s.ReloadsOK != okBefore || s.LastError == "" {
+	if s.Strategy != "adaptive" || len(s.Backends) != 2 || s.ReloadsOK != okBefore || s.LastError == "" {
 		t.Fatalf("after invalid files: %+v", s)
 	}
 	for range 4 {
@@ -210,8 +211,8 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 	}
 
 	// Fixing the file applies it.
-	writeConfig(t, path, config.WeightedRoundRobin, b)
-	strategyIs("fixed file", config.WeightedRoundRobin)
+	writeConfig(t, path, "weighted_round_robin", b)
+	strategyIs("fixed file", "weighted_round_robin")
 
 	// SIGHUP reloads even an unchanged file.
 	okBefore = lb.Snapshot().ReloadsOK
@@ -222,7 +223,7 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 func TestBurstOfWritesAppliesOnce(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	path := filepath.Join(t.TempDir(), "lb.yaml")
-	writeConfigPolling(t, path, time.Hour, config.RoundRobin, a) // file events only
+	writeConfigPolling(t, path, time.Hour, "round_robin", a) // file events only
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -233,10 +234,10 @@ func TestBurstOfWritesAppliesOnce(t *testing.T) {
 	go func() { WatchFile(ctx, lb, path, nil); close(watching) }()
 	defer func() { cancel(); <-watching }()
 	time.Sleep(300 * time.Millisecond) // the watcher is set up and has had its first look
-	for _, s := range config.Strategies {
+	for _, s := range strategy.Names() {
 		writeConfigPolling(t, path, time.Hour, s, a, b) // five writes within a few ms
 	}
-	waitFor(t, "burst applied", func() bool { return lb.Config().Strategy == config.Adaptive })
+	waitFor(t, "burst applied", func() bool { return lb.Config().Strategy == "adaptive" })
 	time.Sleep(300 * time.Millisecond)
 	if n := lb.Snapshot().ReloadsOK; n != 1 {
 		t.Fatalf("%d reloads for one burst of writes, want 1", n)

@@ -90,13 +90,8 @@ func (c *conn) fdOf(x side) int {
 	return c.server
 }
 
-// Close aborts the connection from any goroutine (a drain's end, shutdown).
-func (c *conn) Close() error {
-	c.loop.post(func(l *loop) { l.abort(c) })
-	return nil
-}
-
 func (l *loop) open(fd int) {
+	setOOBInline(fd) // TCP_NODELAY comes from the listener; this does not
 	c := &conn{
 		loop:    l,
 		client:  fd,
@@ -331,7 +326,9 @@ func (l *loop) pump(c *conn, f *flow) {
 		if !l.forward(c, f, l.buf[:n]) || (n < len(l.buf) && !f.hup && !f.urgent) {
 			return
 		}
-		if budget -= n; budget <= 0 {
+		budget -= n
+		l.longestTurn = max(l.longestTurn, turnBudget-budget)
+		if budget <= 0 {
 			l.later(c, f)
 			return
 		}
@@ -640,12 +637,18 @@ func putPort(p *uint16, port uint16) {
 }
 
 // setSocketOptions sets what every proxied socket needs: no Nagle delay,
-// and urgent data inline, so that a byte sent with MSG_OOB is passed on in
-// its place in the stream rather than dropped. Accepted sockets inherit
-// both from their listener.
+// and urgent data inline. Accepted sockets inherit TCP_NODELAY from their
+// listener, not SO_OOBINLINE.
 func setSocketOptions(fd int) {
 	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	setOOBInline(fd)
+}
+
+// setOOBInline keeps urgent data in the stream, so that a byte sent with
+// MSG_OOB is passed on in its place rather than dropped.
+func setOOBInline(fd int) {
+	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
 

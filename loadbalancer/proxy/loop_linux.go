@@ -265,6 +265,9 @@ type loop struct {
 	nextCheck  int64       // earliest timer; 0 = none
 	nextIdle   int64       // next idle check; 0 = none
 	lastWarn   int64       // when warnLocal last logged
+	// longestTurn is the most one flow moved in one turn: at most
+	// turnBudget (tests).
+	longestTurn int
 
 	mu      sync.Mutex
 	inbox   []func(*loop)

@@ -235,3 +235,111 @@ func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
 	}
 	echo(t, busy, "still here")
 }
+
+// One bulk transfer does not monopolise its loop: each flow moves at most
+// its budget per turn, then the other ready connections go, so a small
+// echo on the same loop keeps answering during the transfer.
+func TestBulkTransferLeavesTheLoopToOthers(t *testing.T) {
+	bulk := make([]byte, 1<<20)
+	h := start(t, Settings{EventLoops: 1}, server(t, func(c net.Conn) {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return
+		}
+		if first[0] != 'B' {
+			c.Write(first[:])
+			io.Copy(c, c) // echo
+			return
+		}
+		for range 64 { // 64 MiB to a client that reads all it can
+			if _, err := c.Write(bulk); err != nil {
+				return
+			}
+		}
+	}))
+	bc := dialClient(t, h.addr)
+	bc.SetDeadline(time.Now().Add(60 * time.Second))
+	bc.Write([]byte{'B'})
+	done := make(chan int64, 1)
+	go func() { n, _ := io.Copy(io.Discard, bc); done <- n }()
+	ec := dialClient(t, h.addr)
+	var pings int
+	for transferring := true; transferring; pings++ {
+		echo(t, ec, "p")
+		select {
+		case n := <-done:
+			if n != 64<<20 {
+				t.Fatalf("bulk client got %d bytes, want %d", n, 64<<20)
+			}
+			transferring = false
+		default:
+		}
+	}
+	var longest int
+	h.srv.eng.(*loopEngine).each(func(l *loop) { longest = max(longest, l.longestTurn) })
+	if longest == 0 || longest > turnBudget {
+		t.Fatalf("one flow moved %d bytes in a turn, want at most the budget %d", longest, turnBudget)
+	}
+	t.Logf("%d echoes during the transfer; longest turn %d bytes", pings, longest)
+}
+
+// A freed slot at the connection cap wakes one waiting loop, not all.
+func TestFreedSlotWakesOneLoop(t *testing.T) {
+	h := start(t, Settings{EventLoops: 4, MaxConnections: 1}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	e := h.srv.eng.(*loopEngine)
+	first := dialClient(t, h.addr)
+	echo(t, first, "1")
+	var waiting []*net.TCPConn
+	for range 3 {
+		waiting = append(waiting, dialClient(t, h.addr))
+	}
+	// Each loop the listener woke found the cap and waits for a slot.
+	waitFor(t, func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.capWaiters) > 0
+	})
+	before := e.capWakes.Load()
+	first.Close()
+	echo(t, waiting[0], "2")
+	if got := e.capWakes.Load() - before; got != 1 {
+		t.Fatalf("one freed slot woke %d loops, want 1", got)
+	}
+	for i, c := range waiting[1:] { // and the others are served in turn
+		waiting[i].Close()
+		echo(t, c, "3")
+	}
+}
+
+// Accepted sockets inherit the listener's TCP_NODELAY: no per-connection
+// setsockopt for it (SO_OOBINLINE is not inherited; open sets it).
+func TestAcceptedSocketsInheritTheListenersOptions(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := takeListener(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nfd, _, err := syscall.Accept(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(nfd)
+	for _, o := range []struct {
+		name         string
+		level, value int
+	}{{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY}} {
+		v, err := syscall.GetsockoptInt(nfd, o.level, o.value)
+		if err != nil || v == 0 {
+			t.Errorf("accepted socket: %s = %d, %v; want it set", o.name, v, err)
+		}
+	}
+}

@@ -21,7 +21,12 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if code, child := runAsChild(); child { // a test's balancer in a process of its own
+		os.Exit(code)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // server is a loopback TCP backend running handle per connection.
 func server(t *testing.T, handle func(net.Conn)) string {
@@ -283,4 +288,62 @@ func TestGateNeverLosesAWakeUp(t *testing.T) {
 			t.Fatalf("round %d: the accept was held back, the slot freed, and nothing woke it", i)
 		}
 	}
+}
+
+// blockingHandler is a log sink that takes no line until released, like a
+// full pipe.
+type blockingHandler struct {
+	release chan struct{}
+	got     atomic.Int64
+}
+
+func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingHandler) Handle(context.Context, slog.Record) error {
+	<-h.release
+	h.got.Add(1)
+	return nil
+}
+func (h *blockingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *blockingHandler) WithGroup(string) slog.Handler      { return h }
+
+// The data path never waits for its log sink: lines beyond what may wait
+// are dropped and counted, and a proxy whose log is stuck still serves.
+func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
+	sink := &blockingHandler{release: make(chan struct{})}
+	var dropped atomic.Uint64
+	log := asyncLog(slog.New(sink), &dropped)
+	const lines = maxLogsInFlight + 10
+	for i := range lines {
+		log.Warn("line", "i", i) // returns at once although nothing is written
+	}
+	if got := dropped.Load(); got != lines-maxLogsInFlight {
+		t.Fatalf("dropped %d lines, want %d", got, lines-maxLogsInFlight)
+	}
+
+	// A proxy whose log is stuck: a failed dial marks a backend down (a log
+	// line) and the client is still served by the other backend.
+	live := server(t, replyAfterEOF)
+	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
+	srv := New(slog.New(sink), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, Settings{Retries: 1, Passive: markDownAtOnce})
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done; srv.CloseAll(); srv.Wait(context.Background()) }()
+	for range 3 {
+		c := dialClient(t, ln.Addr().String())
+		io.WriteString(c, "x")
+		c.CloseWrite()
+		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+			t.Fatalf("reply %q with a stuck log", reply)
+		}
+	}
+	if pool[0].Up() {
+		t.Fatal("the dead backend is not marked down")
+	}
+	close(sink.release) // the lines waiting are written, and their goroutines end (goleak)
+	waitFor(t, func() bool { return sink.got.Load() >= maxLogsInFlight })
 }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package proxy
+
+func runAsChild() (int, bool) { return 0, false }
