@@ -161,9 +161,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 declare -A USED_PORT
-# free_port prints a loopback port below the ephemeral range that nothing
-# uses (not even a TIME_WAIT socket), so wrk's and the proxies' outgoing
-# connections never collide with it.
+# free_port sets PORT to a loopback port below the ephemeral range that
+# nothing uses (not even a TIME_WAIT socket), so wrk's and the proxies'
+# outgoing connections never collide with it. It sets a variable rather than
+# printing, so that USED_PORT keeps its record (a $(…) subshell would not).
 free_port() {
 	local p
 	for _ in $(seq 200); do
@@ -171,7 +172,7 @@ free_port() {
 		[[ -n ${USED_PORT[$p]:-} ]] && continue
 		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
 			USED_PORT[$p]=1
-			echo "$p"
+			PORT=$p
 			return
 		fi
 	done
@@ -221,18 +222,21 @@ start_balancers() {
 		lemonade | lemonade-before)
 			local bin=$LEMONADE
 			[[ $t == lemonade-before ]] && bin=$BEFORE
-			addr=127.0.0.1:$(free_port)
+			free_port
+			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/lemonade.yaml.tmpl" "$WORK/$name.yaml" "$name" "$addr" "$b1" "$b2"
 			start "$name" "$bin" --log-level warn lb -c "$WORK/$name.yaml"
 			;;
 		haproxy)
-			addr=127.0.0.1:$(free_port)
+			free_port
+			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/haproxy.cfg.tmpl" "$WORK/$name.cfg" "$name" "$addr" "$b1" "$b2"
 			haproxy -c -q -f "$WORK/$name.cfg" || die "haproxy rejects $WORK/$name.cfg"
 			start "$name" haproxy -db -f "$WORK/$name.cfg"
 			;;
 		nginx)
-			addr=127.0.0.1:$(free_port)
+			free_port
+			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/nginx.conf.tmpl" "$WORK/$name.conf" "$name" "$addr" "$b1" "$b2"
 			nginx -t -q -p "$WORK" -e "$WORK/$name-error.log" -c "$WORK/$name.conf" ||
 				die "nginx rejects $WORK/$name.conf"
@@ -401,7 +405,8 @@ log "work dir $WORK"
 
 # HTTP backends and balancers.
 for i in 1 2; do
-	ADDR_OF[http-worker-$i]=127.0.0.1:$(free_port)
+	free_port
+	ADDR_OF[http-worker-$i]=127.0.0.1:$PORT
 	start "http-worker-$i" "$LEMONADE_WORKER" --log-level warn worker -f fasthttp -a "${ADDR_OF[http-worker-$i]}" -n "worker-$i" -d 0
 done
 for i in 1 2; do
@@ -419,7 +424,8 @@ done
 
 if ((REDIS)); then
 	for i in 1 2; do
-		ADDR_OF[redis-$i]=127.0.0.1:$(free_port)
+		free_port
+		ADDR_OF[redis-$i]=127.0.0.1:$PORT
 		start "redis-$i" redis-server --bind 127.0.0.1 --port "${ADDR_OF[redis-$i]##*:}" --save '' --appendonly no \
 			--daemonize no --protected-mode no --dir "$WORK" --logfile ''
 	done

@@ -17,7 +17,7 @@ import (
 // DemoCmd runs the whole system in one process: a worker of every framework,
 // the balancer in front of them and the admin listener.
 type DemoCmd struct {
-	Strategy   string `default:"round_robin" enum:"round_robin,least_connections,weighted_round_robin,fastest_response_time,adaptive" help:"Balancing strategy: ${enum}."`
+	Strategy   string `default:"${default_strategy}" enum:"${strategies}" help:"Balancing strategy: ${enum}."`
 	Delay      string `short:"d" default:"20" help:"Work delay of every worker: integer milliseconds or a duration." placeholder:"MS"`
 	Listen     string `default:"127.0.0.1:50501" help:"Balancer listen address." placeholder:"ADDR"`
 	Admin      string `default:"127.0.0.1:50500" help:"Admin listen address (/metrics, /status); empty to disable." placeholder:"ADDR"`

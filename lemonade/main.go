@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 	"github.com/lemonade-lb/lemonade/observability/logging"
 )
 
@@ -77,6 +79,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exit = code }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		// The strategy names come from the one registry, not a copy here.
+		kong.Vars{
+			"strategies":       strings.Join(strategy.Names(), ","),
+			"default_strategy": strategy.Default(),
+		},
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "lemonade:", err)

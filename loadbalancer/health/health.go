@@ -173,6 +173,8 @@ func jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
+// noteLocalFailure counts a check that failed on this host and logs it at
+// most once per localLogEvery.
 func (c *Checker) noteLocalFailure(b *backend.Backend, err error) {
 	n := c.localFailures.Add(1)
 	now := time.Now().UnixNano()
@@ -242,6 +244,9 @@ func (c *Checker) dialBackend(ctx context.Context, b *backend.Backend) (net.Conn
 	addrs, err := b.Addrs()
 	if err != nil {
 		return nil, err
+	}
+	if len(addrs) == 0 { // only a Backend not made by backend.New
+		return nil, fmt.Errorf("backend %q: no address", b.Address)
 	}
 	deadline, hasDeadline := ctx.Deadline()
 	var first error
