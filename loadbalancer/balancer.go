@@ -175,9 +175,10 @@ func (b *Balancer) shutdown() {
 }
 
 // apply diffs cfg against the running config and changes the running system,
-// returning what changed. Only binding a new listen address can fail, so it
-// goes first: past it the change is applied whole. Over the empty config
-// Start begins with, it builds everything: that is the start.
+// returning what changed. Only an unknown strategy name and binding a new
+// listen address can fail, so they go first: past them the change is applied
+// whole. Over the empty config Start begins with, it builds everything: that
+// is the start.
 func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (changes []string, err error) {
 	old := b.Config()
 	// Every valid config has a backend: only the empty one Start begins
