@@ -32,11 +32,12 @@ func sample() fixed {
 			{ID: 1, Name: "b", Address: "127.0.0.1:2", Weight: 1, ConnectFailures: 4, Transitions: 1},
 		},
 		Draining:      []backend.Snapshot{{ID: 2, Name: "old", Address: "127.0.0.1:3", Weight: 1, Up: true, Draining: true, Active: 1}},
-		Proxy:         proxy.Stats{Active: 4, Accepted: 14, NoBackend: 2, AtCap: 1500 * time.Millisecond},
+		Proxy:         proxy.Stats{Active: 4, Accepted: 14, NoBackend: 2, AtCap: 1500 * time.Millisecond, Aborts: 7, WaitedForDescriptors: 8, LogsDropped: 9},
 		ReloadsOK:     5,
 		ReloadsFailed: 1,
 		HealthChecks:  20,
 		HealthFailed:  3,
+		HealthLocal:   6,
 	}
 }
 
@@ -57,6 +58,10 @@ func TestMetricsExposeTheSnapshot(t *testing.T) {
 		`lemonade_backend_connect_failures_total{address="127.0.0.1:2",backend="b",id="1",state="active"} 4`,
 		`lemonade_backend_response_time_seconds{address="127.0.0.1:1",backend="a",id="0",state="active"} 0.005`,
 		`lemonade_connections_rejected_total 2`,
+		`lemonade_connections_aborted_total 7`,
+		`lemonade_connections_waited_for_descriptors_total 8`,
+		`lemonade_log_lines_dropped_total 9`,
+		`lemonade_health_checks_total{result="local_failure"} 6`,
 		`lemonade_max_connections_wait_seconds_total 1.5`,
 		`lemonade_reloads_total{result="error"} 1`,
 		`lemonade_reloads_total{result="ok"} 5`,
