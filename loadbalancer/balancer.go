@@ -192,7 +192,7 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
-		ln, err := listen(cfg.Proxy.ListenAddress)
+		ln, err := proxy.Listen(cfg.Proxy.ListenAddress)
 		if err != nil {
 			if starting {
 				return nil, err
@@ -302,17 +302,6 @@ func (b *Balancer) drain(be *backend.Backend, timeout time.Duration, stop <-chan
 	b.mu.Lock()
 	delete(b.draining, be)
 	b.mu.Unlock()
-}
-
-func listen(address string) (*net.TCPListener, error) {
-	// KeepAlive -1: accepted connections get no TCP keep-alive probes, as
-	// with HAProxy and nginx by default; it saves syscalls per connection.
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", address)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", address, err)
-	}
-	return ln.(*net.TCPListener), nil
 }
 
 func proxySettings(c *config.Config) proxy.Settings {

@@ -91,7 +91,6 @@ func (c *conn) fdOf(x side) int {
 }
 
 func (l *loop) open(fd int) {
-	setOOBInline(fd) // TCP_NODELAY comes from the listener; this does not
 	c := &conn{
 		loop:    l,
 		client:  fd,
@@ -277,9 +276,6 @@ func (l *loop) waitForFD(c *conn, e syscall.Errno) {
 	l.warnLocal("no descriptor for a backend connection: clients wait, accepting paused", e)
 	l.pauseForFDs()
 }
-
-// fdWaitTimeout bounds how long a client waits for a descriptor.
-const fdWaitTimeout = 30 * time.Second
 
 func (l *loop) connected(c *conn) {
 	c.b.Connected(time.Duration(monotime() - c.dialStart))
@@ -473,10 +469,6 @@ func (l *loop) reset(c *conn, x side) {
 	l.settle(c)
 }
 
-// abortLinger bounds how long a reset side's last bytes may take to reach
-// the other side before that side is reset regardless.
-const abortLinger = 2 * time.Second
-
 // settle ends an aborted connection once what the reset side sent before
 // its reset is delivered: the other side is reset as soon as its socket has
 // sent everything (SIOCOUTQ is 0), so that the reset destroys nothing it
@@ -637,18 +629,12 @@ func putPort(p *uint16, port uint16) {
 }
 
 // setSocketOptions sets what every proxied socket needs: no Nagle delay,
-// and urgent data inline. Accepted sockets inherit TCP_NODELAY from their
-// listener, not SO_OOBINLINE.
+// and urgent data inline, so that a byte sent with MSG_OOB is passed on in
+// its place in the stream rather than dropped. Accepted sockets inherit
+// both from their (plain TCP, see Listen) listener.
 func setSocketOptions(fd int) {
 	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
-	setOOBInline(fd)
-}
-
-// setOOBInline keeps urgent data in the stream, so that a byte sent with
-// MSG_OOB is passed on in its place rather than dropped.
-func setOOBInline(fd int) {
-	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
 

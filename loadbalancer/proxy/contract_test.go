@@ -1,14 +1,14 @@
 package proxy
 
-// The data path's promise (DESIGN.md §3), tested with real peers on
-// loopback that inject the faults a proxy meets: resets with bytes before
-// them, resets on a side nobody reads, urgent data, a backend that never
-// answers the handshake, slow readers. This file has no build tag: it runs
-// against the Linux event loops and, with -tags lemonade_goroutines,
-// against the goroutine engine. Nothing here sleeps to synchronise: each
-// test waits for an event (a read's result, a channel, a counter polled
-// with a deadline), and every connection has a deadline, so a broken
-// engine fails a test, it never hangs it.
+// The engines' promise (docs/architecture.md, "The pieces": the engine),
+// tested with real peers on loopback that inject the faults a proxy meets:
+// resets with bytes before them, resets on a side nobody reads, urgent
+// data, a backend that never answers the handshake, slow readers. This file
+// has no build tag: it runs against the Linux event loops and, with -tags
+// lemonade_goroutines, against the goroutine engine. Nothing here sleeps to
+// synchronise: each test waits for an event (a read's result, a channel, a
+// counter polled with a deadline), and every connection has a deadline, so
+// a broken engine fails a test, it never hangs it.
 
 import (
 	"bytes"
@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
@@ -313,11 +314,16 @@ func TestContractEarlyAnswerBeforeResetIsDelivered(t *testing.T) {
 func TestContractBackendResetArrivesAsResetAfterItsBytes(t *testing.T) {
 	const msg = "the first half of an answer"
 	h := start(t, Settings{}, server(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(peerDeadline))
+		// After the client's request: a reset before its connect returns
+		// would fail the dial itself.
+		io.ReadFull(c, make([]byte, 3))
 		io.WriteString(c, msg)
 		abort(c)
 	}))
 	base := settle(t, h)
 	c := dialClient(t, h.addr)
+	io.WriteString(c, "GET")
 	got, err := io.ReadAll(c)
 	if string(got) != msg || !isReset(err) {
 		t.Errorf("client got %q then %s; want %q then a reset (ECONNRESET)", got, describe(err), msg)
@@ -508,6 +514,65 @@ func TestContractUrgentDataArrivesInline(t *testing.T) {
 	}
 }
 
+// Urgent data that comes while the client waits in the backlog (here its
+// first byte urgent, then more urgent data) is delivered inline too. The
+// kernel takes the first urgent byte out of the stream when the second
+// urgent data arrives, unless the socket keeps urgent data inline by then:
+// set after accept, SO_OOBINLINE comes too late; the accepted socket must
+// inherit it from its listener.
+func TestContractUrgentDataBeforeAcceptArrivesInline(t *testing.T) {
+	h := start(t, Settings{MaxConnections: 1}, server(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(peerDeadline))
+		io.Copy(c, c)
+	}))
+	first := dialClient(t, h.addr)
+	echo(t, first, "the only slot")
+	// An engine may hold one accepted client while it waits for a slot:
+	// filler is that one, c waits in the kernel's backlog.
+	filler := dialClient(t, h.addr)
+	c := dialClient(t, h.addr)
+	for _, part := range []string{"A", "bcd", "efG", "hij"} {
+		var err error
+		if part[len(part)-1] >= 'A' && part[len(part)-1] <= 'Z' {
+			err = sendUrgent(c, []byte(part)) // "A" and "G" urgent
+		} else {
+			_, err = io.WriteString(c, part)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the balancer's kernel took the client's bytes", func() bool { return unacked(t, c) == 0 }, h.state)
+	first.Close()
+	echo(t, filler, "next")
+	filler.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got := make([]byte, len("AbcdefGhij"))
+	n, err := io.ReadFull(c, got)
+	if string(got[:n]) != "AbcdefGhij" {
+		t.Fatalf("%q came back, then %s; want \"AbcdefGhij\": every byte, the urgent ones inline", got[:n], describe(err))
+	}
+}
+
+// unacked is how many bytes c sent that its peer's kernel has not
+// acknowledged (SIOCOUTQ).
+func unacked(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int32
+	var e syscall.Errno
+	rc.Control(func(fd uintptr) {
+		_, _, e = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&n)))
+	})
+	if e != 0 {
+		t.Fatalf("SIOCOUTQ: %v", e)
+	}
+	return int(n)
+}
+
 // --------------------------------------------------------------- dialing
 
 // A client that leaves (resets) while its backend is being dialed ends its
@@ -663,7 +728,8 @@ func (p *peer) send(fill func(int64, []byte), from, to, chunk int, rng *rand.Ran
 		b := buf[:n]
 		fill(int64(off), b)
 		var err error
-		if *urgent > 0 && n <= 256 && rng.IntN(3) == 0 {
+		// Never the first byte: see TestContractUrgentDataBeforeAcceptArrivesInline.
+		if *urgent > 0 && off > 0 && n <= 256 && rng.IntN(3) == 0 {
 			*urgent--
 			err = sendUrgent(p.c, b)
 		} else {
@@ -715,12 +781,7 @@ func (p *peer) read(k *checker, stop func(got int64) bool, slow bool) {
 		}
 		p.mu.Lock()
 		p.log.got, p.log.bad, p.log.readEnd = k.got, k.bad, err
-		switch {
-		case err == io.EOF && isReset(p.log.writeErr):
-			// The kernel reports a reset once: when a write took it, a
-			// read after it sees an end. The reset is what ended it.
-			p.log.readEnd = p.log.writeErr
-		case err == io.EOF:
+		if err == io.EOF {
 			p.log.readEnd = nil
 		}
 		quit := err == nil || !ok // stop said so, or a wrong byte
@@ -868,9 +929,17 @@ func runRandomBackend(nc net.Conn, p *randomPlan, c *peer) {
 
 // judge checks one connection against the promise, from what each peer
 // did and saw; b is nil when the backend never got the client's id.
-func judge(p *randomPlan, cl peerLog, b *peerLog) []string {
+func judge(cl peerLog, b *peerLog) []string {
 	var bad []string
 	add := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
+	// The kernel reports a reset once, to the first call that looks: when a
+	// peer's write took it, its read then sees an end (EOF). Such an end is
+	// the reset's.
+	for _, l := range []*peerLog{&cl, b} {
+		if l != nil && l.readEnd == nil && !l.stopped && isReset(l.writeErr) {
+			l.readEnd = l.writeErr
+		}
+	}
 	if cl.bad != "" {
 		add("client: %s", cl.bad)
 	}
@@ -890,7 +959,7 @@ func judge(p *randomPlan, cl peerLog, b *peerLog) []string {
 	if !b.stopped {
 		switch {
 		case b.readEnd == nil && !cl.fin:
-			add("the backend saw a clean end (EOF) after %d bytes of a client stream cut by a reset after %d", b.got, cl.sent)
+			add("the backend saw a clean end (EOF) after %d bytes of a client stream that never ended cleanly (%d bytes sent)", b.got, cl.sent)
 		case b.readEnd == nil && b.got != cl.sent:
 			add("the backend got %d of the client's %d bytes, then a clean end", b.got, cl.sent)
 		case b.readEnd != nil && !cl.reset:
@@ -901,7 +970,7 @@ func judge(p *randomPlan, cl peerLog, b *peerLog) []string {
 	if !cl.stopped {
 		switch {
 		case cl.readEnd == nil && !b.fin:
-			add("the client saw a clean end (EOF) after %d bytes of a backend stream cut by a reset after %d", cl.got, b.sent)
+			add("the client saw a clean end (EOF) after %d bytes of a backend stream that never ended cleanly (%d bytes sent)", cl.got, b.sent)
 		case cl.readEnd == nil && cl.got != b.sent:
 			add("the client got %d of the backend's %d bytes, then a clean end", cl.got, b.sent)
 		case cl.readEnd != nil && !b.reset:
@@ -998,9 +1067,9 @@ func TestContractRandomPeersKeepThePromise(t *testing.T) {
 		if logs[i].reset {
 			resets++
 		}
-		for _, msg := range judge(p, logs[i], b) {
-			t.Errorf("connection %d (client %d bytes, writes up to %d, %d urgent, reset at %d / after %d back; backend %v, %d bytes, fin first %v, reset after %d): %s",
-				i, p.upLen, p.upChunk, p.urgent, p.clientResetAt, p.clientResetRecv, p.kind, p.downLen, p.finFirst, p.resetRecv, msg)
+		if bad := judge(logs[i], b); len(bad) > 0 {
+			t.Errorf("connection %d: %s\n\tplan: client %d bytes, writes up to %d, %d urgent, reset at %d / after %d back; backend %v, %d bytes, writes up to %d, fin first %v, reset after %d\n\tclient saw %+v\n\tbackend saw %+v",
+				i, strings.Join(bad, "; "), p.upLen, p.upChunk, p.urgent, p.clientResetAt, p.clientResetRecv, p.kind, p.downLen, p.downChunk, p.finFirst, p.resetRecv, logs[i], b)
 		}
 	}
 	t.Logf("backends: %d echo, %d half-close, %d reset, %d slow; %d peers reset; stats %+v", kinds[0], kinds[1], kinds[2], kinds[3], resets, h.srv.Stats())

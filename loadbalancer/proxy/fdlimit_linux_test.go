@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,7 +44,7 @@ func runAsChild() (int, bool) {
 	}
 	pool := []*backend.Backend{backend.New(0, "b0", addr, 1)}
 	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, Settings{})
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2, true
@@ -69,12 +70,28 @@ func runAsChild() (int, bool) {
 	return 0, true
 }
 
-// Out of descriptors at the backend socket(2): the client is kept, accepts
+// Out of descriptors: the client is kept (or waits in the backlog), accepts
 // pause, and every client is served once descriptors free — none is
-// accepted only to be dropped, and the backend is not blamed.
+// accepted only to be dropped, and the backend is not blamed. Each
+// connection takes two descriptors, so whether accept(2) or the backend's
+// socket(2) meets the limit first depends on its parity: both limits are
+// run, and the socket(2) case must come up in one.
 func TestOutOfDescriptorsClientsWaitAndAreServed(t *testing.T) {
 	backendAddr := server(t, func(c net.Conn) { io.Copy(c, c) })
-	const limit = 48
+	var waited uint64
+	for _, limit := range []int{48, 49} {
+		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
+			waited += outOfDescriptors(t, backendAddr, limit)
+		})
+	}
+	if waited == 0 {
+		t.Error("no client waited for a descriptor at its backend socket under either limit")
+	}
+}
+
+// outOfDescriptors runs a balancer under limit and returns how many of its
+// clients waited for a descriptor after their accept.
+func outOfDescriptors(t *testing.T, backendAddr string, limit int) uint64 {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childBackendEnv+"="+backendAddr, childLimitEnv+"="+strconv.Itoa(limit))
 	stdin, err := cmd.StdinPipe()
@@ -91,7 +108,7 @@ func TestOutOfDescriptorsClientsWaitAndAreServed(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
+	defer func() {
 		stdin.Close()
 		select {
 		case <-exited:
@@ -99,7 +116,7 @@ func TestOutOfDescriptorsClientsWaitAndAreServed(t *testing.T) {
 			cmd.Process.Kill()
 			<-exited
 		}
-	})
+	}()
 	out := bufio.NewReader(stdout)
 	line, err := out.ReadString('\n')
 	if err != nil {
@@ -122,12 +139,15 @@ func TestOutOfDescriptorsClientsWaitAndAreServed(t *testing.T) {
 		}
 		clients[i] = c
 	}
-	// The first ones are served while descriptors last.
-	served := make([]bool, n)
+	// The first ones are served while descriptors last; the last one waits.
 	for i := range 10 {
 		expectLine(t, clients[i], i)
-		served[i] = true
 	}
+	clients[n-1].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := clients[n-1].Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the last client: %v; want it waiting (the limit of %d did not bind)", err, limit)
+	}
+	clients[n-1].SetDeadline(time.Now().Add(20 * time.Second))
 	// Closing served clients frees descriptors: every other client is
 	// served in turn, none reset.
 	var wg sync.WaitGroup
@@ -160,15 +180,14 @@ func TestOutOfDescriptorsClientsWaitAndAreServed(t *testing.T) {
 	if err := json.NewDecoder(out).Decode(&res); err != nil {
 		t.Fatalf("child's stats: %v", err)
 	}
-	if res.Stats.WaitedForDescriptors == 0 {
-		t.Errorf("stats %+v: no client waited for a descriptor; the limit of %d did not bind", res.Stats, limit)
-	}
 	if !res.Up || res.Fails != 0 || res.Stats.NoBackend != 0 {
 		t.Errorf("the backend was blamed for the host's shortage: up %v, failures %d, stats %+v", res.Up, res.Fails, res.Stats)
 	}
 	if res.Stats.Accepted != n {
 		t.Errorf("accepted %d clients, want %d", res.Stats.Accepted, n)
 	}
+	t.Logf("stats %+v", res.Stats)
+	return res.Stats.WaitedForDescriptors
 }
 
 func expectLine(t *testing.T, c net.Conn, i int) {

@@ -86,35 +86,6 @@ func TestManyConnectionsAcrossLoops(t *testing.T) {
 	}
 }
 
-// stuckAddress is a loopback listener whose backlog is full and never
-// accepted: a dial to it hangs until it times out.
-func stuckAddress(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	// Fill the backlog; the dials that do not complete are left to time out.
-	for range 4 {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			t.Cleanup(func() { c.Close() })
-		}
-	}
-	return addr
-}
-
 func TestConnectTimeoutTriesAnotherBackend(t *testing.T) {
 	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
 	h := start(t, Settings{Retries: 1, ConnectTimeout: 200 * time.Millisecond, Passive: markDownAtOnce}, stuck, live)
@@ -311,10 +282,10 @@ func TestFreedSlotWakesOneLoop(t *testing.T) {
 	}
 }
 
-// Accepted sockets inherit the listener's TCP_NODELAY: no per-connection
-// setsockopt for it (SO_OOBINLINE is not inherited; open sets it).
+// Accepted sockets inherit the listener's options: no per-connection
+// setsockopt, and urgent data that arrives before the accept stays inline.
 func TestAcceptedSocketsInheritTheListenersOptions(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +307,7 @@ func TestAcceptedSocketsInheritTheListenersOptions(t *testing.T) {
 	for _, o := range []struct {
 		name         string
 		level, value int
-	}{{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY}} {
+	}{{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY}, {"SO_OOBINLINE", syscall.SOL_SOCKET, syscall.SO_OOBINLINE}} {
 		v, err := syscall.GetsockoptInt(nfd, o.level, o.value)
 		if err != nil || v == 0 {
 			t.Errorf("accepted socket: %s = %d, %v; want it set", o.name, v, err)

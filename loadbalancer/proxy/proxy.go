@@ -16,6 +16,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -171,10 +172,38 @@ func (s *Server) Stats() Stats {
 	}
 }
 
+// The bounds both engines keep.
+const (
+	// abortLinger bounds how long a reset side's last bytes may take to
+	// reach the other side before that side is reset regardless.
+	abortLinger = 2 * time.Second
+	// fdWaitTimeout bounds how long an accepted client waits for a
+	// descriptor for its backend connection when this host has none.
+	fdWaitTimeout = 30 * time.Second
+)
+
 // backlogGrace is how long a stopping listener keeps accepting what is
 // already in its kernel backlog: closing it at once would reset connections
 // that clients see as established.
 const backlogGrace = 50 * time.Millisecond
+
+// Listen opens a listener the way the engines expect: plain TCP, not
+// multipath TCP (Go's default on Linux since 1.24: an MPTCP listener refuses
+// SO_OOBINLINE, and HAProxy and nginx listen on plain TCP too), with the
+// options every accepted socket needs set before the first client arrives
+// (TCP_NODELAY, SO_OOBINLINE: accepted sockets inherit them, and urgent
+// data that arrives before the accept stays in the stream), and no TCP
+// keep-alive probes on accepted connections (as HAProxy and nginx by
+// default; it saves syscalls per connection).
+func Listen(address string) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: listenerOptions}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", address, err)
+	}
+	return ln.(*net.TCPListener), nil
+}
 
 // Serve accepts connections on ln until ctx ends, then closes ln and
 // returns; connections already accepted go on (see Wait, CloseAll). When ctx

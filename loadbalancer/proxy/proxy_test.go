@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,6 +75,36 @@ func deadAddress(t *testing.T) string {
 // dial's effect.
 var markDownAtOnce = backend.Passive{MaxFails: 1, FailDuration: time.Minute}
 
+// stuckAddress is a loopback listener whose backlog is full and never
+// accepted: a dial to it hangs until it times out (either engine).
+func stuckAddress(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.CloseOnExec(fd)
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the backlog; the dials that do not complete are left to time out.
+	for range 4 {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
+}
+
 type harness struct {
 	srv  *Server
 	addr string
@@ -87,7 +118,7 @@ func start(t *testing.T, set Settings, addrs ...string) *harness {
 		pool[i] = backend.New(i, fmt.Sprint("b", i), a, 1)
 	}
 	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, set)
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +356,7 @@ func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
 	live := server(t, replyAfterEOF)
 	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
 	srv := New(slog.New(sink), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, Settings{Retries: 1, Passive: markDownAtOnce})
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

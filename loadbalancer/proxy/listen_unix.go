@@ -1,0 +1,20 @@
+//go:build unix
+
+package proxy
+
+import "syscall"
+
+// listenerOptions sets, before listen(2), what every accepted socket
+// inherits: no Nagle delay, and urgent data inline, so that a byte sent
+// with MSG_OOB is passed on in its place in the stream rather than dropped.
+func listenerOptions(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		if err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err == nil {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1)
+		}
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
