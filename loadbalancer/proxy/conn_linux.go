@@ -32,19 +32,20 @@ type conn struct {
 	b              *backend.Backend
 	addr           int // the address of b being dialled, an index in b.Addrs()
 	set            *Settings
-	tries          int   // backends left to try
-	dialStart      int64 // monotime
-	deadline       int64 // monotime: the dial's or an abort's end
-	fdDeadline     int64 // monotime: the end of a wait for a descriptor; 0 = never waited
-	dialing        int   // index in loop.dialing, or -1
-	index          int   // index in loop.conns
-	up, down       flow  // client → backend, backend → client
-	firstIn        int64 // monotime of the client's first bytes; 0 = none yet
-	sampled        bool  // the response-time sample is taken
-	last           int64 // monotime of the last bytes either way
-	aborted        side  // the sides that reset
-	lingering      bool  // in loop.lingering: passing on a reset
-	waitingFD      bool  // in loop.fdWait: no descriptor for the backend socket
+	tries          int                // backends left to try
+	tried          []*backend.Backend // the backends whose dial failed
+	dialStart      int64              // monotime
+	deadline       int64              // monotime: the dial's or an abort's end
+	fdDeadline     int64              // monotime: the end of a wait for a descriptor; 0 = never waited
+	dialing        int                // index in loop.dialing, or -1
+	index          int                // index in loop.conns
+	up, down       flow               // client → backend, backend → client
+	firstIn        int64              // monotime of the client's first bytes; 0 = none yet
+	sampled        bool               // the response-time sample is taken
+	last           int64              // monotime of the last bytes either way
+	aborted        side               // the sides that reset
+	lingering      bool               // in loop.lingering: passing on a reset
+	waitingFD      bool               // in loop.fdWait: no descriptor for the backend socket
 	closed         bool
 }
 
@@ -124,7 +125,7 @@ func (l *loop) dial(c *conn) {
 			if t == nil {
 				break
 			}
-			b := t.Strategy.Pick(t.Backends)
+			b := l.srv.pick(t, c.tried)
 			if b == nil {
 				break
 			}
@@ -132,7 +133,7 @@ func (l *loop) dial(c *conn) {
 			c.b, c.addr = b, 0
 			c.dialStart = monotime()
 		}
-		switch l.connect(c) {
+		switch l.connect(c, nil) {
 		case dialStarted:
 			return
 		case dialLocalFailure:
@@ -153,12 +154,14 @@ const (
 )
 
 // connect starts a connection to c.b from its address c.addr on, moving to
-// the next address when one refuses at once.
-func (l *loop) connect(c *conn) dialOutcome {
+// the next address when one refuses at once; failed is why the address
+// before c.addr failed, if it did.
+func (l *loop) connect(c *conn, failed error) dialOutcome {
 	addrs, err := c.b.Addrs()
 	if err != nil {
 		return l.backendFailed(c, err.Error())
 	}
+	err = failed
 	for ; c.addr < len(addrs); c.addr++ {
 		fd, e := l.socketTo(addrs[c.addr])
 		if fd < 0 {
@@ -203,6 +206,7 @@ func (l *loop) connect(c *conn) dialOutcome {
 func (l *loop) backendFailed(c *conn, reason string) dialOutcome {
 	b := c.b
 	c.b = nil
+	c.tried = append(c.tried, b)
 	l.srv.release(b)
 	l.srv.dialFailed(b, c.set, reason)
 	b.Reresolve()
@@ -231,7 +235,7 @@ func (l *loop) dialDone(c *conn, ev uint32) {
 	l.closeSocket(c.server)
 	c.server = -1
 	c.addr++
-	if l.connect(c) != dialFailed {
+	if l.connect(c, soerr) != dialFailed {
 		return
 	}
 	c.tries--

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +127,7 @@ type Server struct {
 	aborts      atomic.Uint64
 	waitedFDs   atomic.Uint64
 	logsDropped atomic.Uint64
+	retryStart  atomic.Uint64 // rotates the retries' fallback scan
 	closing     atomic.Bool
 	conns       sync.WaitGroup
 }
@@ -329,6 +331,26 @@ func (h *asyncHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *asyncHandler) WithGroup(name string) slog.Handler {
 	return &asyncHandler{next: h.next.WithGroup(name), inFlight: h.inFlight, dropped: h.dropped}
+}
+
+// pick chooses a backend for a connection whose dials to the backends in
+// tried failed: the strategy's pick, unless it is one of those (a retry goes
+// elsewhere, also while the passive policy still counts the failed one as
+// up), in which case the first eligible backend not tried, from a rotating
+// start. Nil when there is none.
+func (s *Server) pick(t *Table, tried []*backend.Backend) *backend.Backend {
+	b := t.Strategy.Pick(t.Backends)
+	if b == nil || !slices.Contains(tried, b) {
+		return b
+	}
+	n := len(t.Backends)
+	start := int(s.retryStart.Add(1) % uint64(n))
+	for i := range n {
+		if c := t.Backends[(start+i)%n]; c.Eligible() && !slices.Contains(tried, c) {
+			return c
+		}
+	}
+	return nil
 }
 
 // dialFailed records a failed dial to b and marks b down when the passive

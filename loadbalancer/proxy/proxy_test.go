@@ -378,3 +378,41 @@ func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
 	close(sink.release) // the lines waiting are written, and their goroutines end (goleak)
 	waitFor(t, func() bool { return sink.got.Load() >= maxLogsInFlight })
 }
+
+// always is a strategy that picks one backend whenever it is eligible.
+type always struct{ b *backend.Backend }
+
+func (a always) Pick([]*backend.Backend) *backend.Backend {
+	if a.b.Eligible() {
+		return a.b
+	}
+	return nil
+}
+
+// A retry goes to another backend even while the one that refused is
+// still up (the passive policy wants more failures) and the strategy keeps
+// choosing it.
+func TestRetryNeverGoesBackToTheBackendThatFailed(t *testing.T) {
+	live := server(t, replyAfterEOF)
+	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
+	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: always{pool[0]}}, Settings{Retries: 1, Passive: backend.Passive{MaxFails: 100, FailDuration: time.Minute}})
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done; srv.CloseAll(); srv.Wait(context.Background()) }()
+	for i := range 5 {
+		c := dialClient(t, ln.Addr().String())
+		io.WriteString(c, "x")
+		c.CloseWrite()
+		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+			t.Fatalf("connection %d: reply %q: the retry went back to the dead backend", i, reply)
+		}
+	}
+	if s := pool[0].Snapshot(); !s.Up || s.ConnectFailures != 5 {
+		t.Fatalf("dead backend %+v: want up (5 failures < max_fails) with 5 failures", s)
+	}
+}

@@ -305,6 +305,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 	var pause time.Duration
 	var freed <-chan struct{} // while waiting for a descriptor
 	var waitUntil time.Time   // the end of the wait for a descriptor
+	var tried []*backend.Backend
 	for tries := set.Retries + 1; tries > 0; {
 		if s.closing.Load() || c.ctx.Err() != nil {
 			return nil
@@ -316,7 +317,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 		if t == nil {
 			break
 		}
-		b := t.Strategy.Pick(t.Backends)
+		b := s.pick(t, tried)
 		if b == nil {
 			break
 		}
@@ -362,6 +363,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 				return nil
 			}
 		default:
+			tried = append(tried, b)
 			s.dialFailed(b, set, err.Error())
 			b.Reresolve()
 			tries--
