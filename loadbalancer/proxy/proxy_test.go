@@ -32,7 +32,13 @@ func TestMain(m *testing.M) {
 // server is a loopback TCP backend running handle per connection.
 func server(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return serverOn(t, "127.0.0.1:0", handle)
+}
+
+// serverOn is server on address.
+func serverOn(t *testing.T, address string, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,4 +421,45 @@ func TestRetryNeverGoesBackToTheBackendThatFailed(t *testing.T) {
 	if s := pool[0].Snapshot(); !s.Up || s.ConnectFailures != 5 {
 		t.Fatalf("dead backend %+v: want up (5 failures < max_fails) with 5 failures", s)
 	}
+}
+
+// Backends given by host name, by IPv6 address and by IPv6 address with a
+// zone are all dialled (the zone as the interface's scope).
+func TestBackendsByNameAndIPv6(t *testing.T) {
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("no IPv6 loopback: %v", err)
+	}
+	ln6.Close()
+	v4 := server(t, replyAfterEOF)
+	_, port4, _ := net.SplitHostPort(v4)
+	v6 := serverOn(t, "[::1]:0", replyAfterEOF)
+	_, port6, _ := net.SplitHostPort(v6)
+	lo := loopbackInterface(t)
+	for _, addr := range []string{"localhost:" + port4, "[::1]:" + port6, "[::1%" + lo + "]:" + port6} {
+		t.Run(addr, func(t *testing.T) {
+			h := start(t, Settings{}, addr)
+			c := dialClient(t, h.addr)
+			io.WriteString(c, "x")
+			c.CloseWrite()
+			if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
+				t.Fatalf("reply %q through a backend at %s (stats %+v)", reply, addr, h.pool[0].Snapshot())
+			}
+		})
+	}
+}
+
+// loopbackInterface is the name of the loopback interface.
+func loopbackInterface(t *testing.T) string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 {
+			return i.Name
+		}
+	}
+	t.Fatal("no loopback interface")
+	return ""
 }
