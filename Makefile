@@ -25,6 +25,9 @@ test: deps
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
 	@echo "== go test loadbalancer with the goroutine proxy (the engine off Linux)"
 	@cd loadbalancer && $(GO) test -race -count=1 -tags lemonade_goroutines . ./proxy/
+	@echo "== the proxy's randomised contract test on one CPU, both engines"
+	@cd loadbalancer && GOMAXPROCS=1 $(GO) test -race -count=1 -run Random ./proxy/ && \
+		GOMAXPROCS=1 $(GO) test -race -count=1 -tags lemonade_goroutines -run Random ./proxy/
 
 check: fmt vet staticcheck test-nowork
 
