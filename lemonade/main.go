@@ -18,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 	"github.com/lemonade-lb/lemonade/observability/logging"
 )
@@ -70,6 +71,8 @@ func main() {
 
 // run parses args, runs the command and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	v, c := buildVersion()
+	admin.SetBuildInfo(admin.BuildInfo{Version: v, Commit: c}) // for lemonade_build_info
 	cli := CLI{Globals: Globals{stdout: stdout, stderr: stderr}}
 	exit := -1
 	parser, err := kong.New(&cli,

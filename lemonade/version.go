@@ -17,7 +17,15 @@ type VersionCmd struct{}
 
 // Run implements the command.
 func (VersionCmd) Run(g *Globals) error {
-	v, c := version, commit
+	v, c := buildVersion()
+	fmt.Fprintf(g.stdout, "lemonade %s (commit %s, %s %s/%s)\n", v, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+// buildVersion is this build's version and commit: as the Makefile stamped
+// them, else as the Go toolchain recorded them, else "dev" and "unknown".
+func buildVersion() (v, c string) {
+	v, c = version, commit
 	if info, ok := debug.ReadBuildInfo(); ok {
 		if v == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
 			v = info.Main.Version
@@ -34,6 +42,5 @@ func (VersionCmd) Run(g *Globals) error {
 	if c == "" {
 		c = "unknown"
 	}
-	fmt.Fprintf(g.stdout, "lemonade %s (commit %s, %s %s/%s)\n", v, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
+	return v, c
 }

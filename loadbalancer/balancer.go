@@ -36,12 +36,30 @@ type Balancer struct {
 	pool      []*backend.Backend
 	draining  map[*backend.Backend]struct{}
 	lastError string
+	// lastReload is when the config was last applied (the start too) or a
+	// reload failed; lastReloadOK is which.
+	lastReload   time.Time
+	lastReloadOK bool
+	// lastSource is where that config came from (SourceStart, SourceFile,
+	// SourceAPI).
+	lastSource string
+	overrides  map[int]override // operator overrides by backend id; written by the run loop only
 }
 
+// update is a change for the run loop to make: do runs there, then done is
+// closed.
 type update struct {
-	cfg   *config.Config
-	reply chan error
+	do   func(ctx context.Context, r *running)
+	done chan struct{}
 }
+
+// Config sources, as Snapshot.LastReloadSource names them. The latest change
+// wins, whatever its source.
+const (
+	SourceStart = "start" // the config the balancer started with
+	SourceFile  = "file"  // the config file (WatchFile: an edit or SIGHUP)
+	SourceAPI   = "api"   // the admin API (POST /api/v1/config)
+)
 
 // ErrStopped is returned by Apply once the balancer has shut down.
 var ErrStopped = errors.New("load balancer stopped")
@@ -55,17 +73,18 @@ var ErrStopped = errors.New("load balancer stopped")
 // backend): the first table is built by the same code as every reload.
 func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer, error) {
 	b := &Balancer{
-		log:      log,
-		srv:      proxy.New(log, nil, proxy.Settings{}),
-		checker:  health.New(log, health.Settings{}),
-		updates:  make(chan update),
-		done:     make(chan struct{}),
-		cfg:      &config.Config{},
-		draining: map[*backend.Backend]struct{}{},
+		log:       log,
+		srv:       proxy.New(log, nil, proxy.Settings{}),
+		checker:   health.New(log, health.Settings{}),
+		updates:   make(chan update),
+		done:      make(chan struct{}),
+		cfg:       &config.Config{},
+		draining:  map[*backend.Backend]struct{}{},
+		overrides: map[int]override{},
 	}
 	limit, limitErr := raiseDescriptorLimit()
 	r := &running{stopListener: func() {}, stopDrains: make(chan struct{})}
-	if _, err := b.apply(ctx, cfg, r); err != nil {
+	if _, err := b.apply(ctx, SourceStart, cfg, r); err != nil {
 		b.checker.Stop()
 		return nil, err
 	}
@@ -103,23 +122,71 @@ func (b *Balancer) Config() *config.Config {
 
 // Apply makes cfg (whole and valid, as config.Load returns it) the running
 // config: all of it, or, when an error is returned, none of it. It blocks
-// until the change is in force.
+// until the change is in force. It is ApplyFrom for the config file.
 func (b *Balancer) Apply(cfg *config.Config) error {
-	u := update{cfg: cfg, reply: make(chan error, 1)}
+	_, err := b.ApplyFrom(SourceFile, cfg)
+	return err
+}
+
+// ApplyFrom is Apply for a config from source (SourceFile, SourceAPI), which
+// the log and Snapshot.LastReloadSource name; it returns what changed.
+// Operator overrides of the backends cfg keeps stay in force.
+func (b *Balancer) ApplyFrom(source string, cfg *config.Config) (Diff, error) {
+	var d Diff
+	var err error
+	if stopped := b.do(func(ctx context.Context, r *running) {
+		if d, err = b.apply(ctx, source, cfg, r); err != nil {
+			b.reloadFailed(source, err)
+			return
+		}
+		b.log.Info("config applied", "source", source, "changes", strings.Join(d.Summary(), "; "))
+	}); stopped != nil {
+		return Diff{}, stopped
+	}
+	return d, err
+}
+
+// Plan returns what ApplyFrom(cfg) would change now, changing nothing (a dry
+// run). It does not bind a new listen address, so it cannot tell whether
+// that address is free.
+func (b *Balancer) Plan(cfg *config.Config) (Diff, error) {
+	var d Diff
+	var err error
+	if stopped := b.do(func(context.Context, *running) {
+		if _, err = strategy.New(cfg.Strategy, nil, strategy.Options{}); err != nil {
+			return
+		}
+		b.mu.Lock()
+		d = diff(b.cfg, cfg, b.pool, b.overrides)
+		b.mu.Unlock()
+	}); stopped != nil {
+		return Diff{}, stopped
+	}
+	return d, err
+}
+
+// do runs f in the run loop, the one place the running system changes, and
+// waits for it; once the balancer has stopped it returns ErrStopped instead.
+func (b *Balancer) do(f func(ctx context.Context, r *running)) error {
+	u := update{do: f, done: make(chan struct{})}
 	select {
 	case b.updates <- u:
 	case <-b.done:
 		return ErrStopped
 	}
-	return <-u.reply
+	<-u.done
+	return nil
 }
 
 // ReloadFailed counts and records a reload that never reached Apply because
 // its config did not load.
-func (b *Balancer) ReloadFailed(err error) {
+func (b *Balancer) ReloadFailed(err error) { b.reloadFailed(SourceFile, err) }
+
+func (b *Balancer) reloadFailed(source string, err error) {
 	b.reloadsFailed.Add(1)
 	b.mu.Lock()
 	b.lastError = err.Error()
+	b.lastReload, b.lastReloadOK, b.lastSource = time.Now(), false, source
 	b.mu.Unlock()
 }
 
@@ -129,13 +196,8 @@ func (b *Balancer) run(ctx context.Context, r *running) {
 	for {
 		select {
 		case u := <-b.updates:
-			changes, err := b.apply(ctx, u.cfg, r)
-			if err != nil {
-				b.ReloadFailed(err)
-			} else {
-				b.log.Info("config applied", "changes", strings.Join(changes, "; "))
-			}
-			u.reply <- err
+			u.do(ctx, r)
+			close(u.done)
 		case <-ctx.Done():
 			r.stopListener()
 			r.serving.Wait()
@@ -174,12 +236,12 @@ func (b *Balancer) shutdown() {
 	b.log.Info("load balancer stopped")
 }
 
-// apply diffs cfg against the running config and changes the running system,
-// returning what changed. Only an unknown strategy name and binding a new
-// listen address can fail, so they go first: past them the change is applied
-// whole. Over the empty config Start begins with, it builds everything: that
-// is the start.
-func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (changes []string, err error) {
+// apply diffs cfg (from source) against the running config and changes the
+// running system, returning what changed. Only an unknown strategy name and
+// binding a new listen address can fail, so they go first: past them the
+// change is applied whole. Over the empty config Start begins with, it builds
+// everything: that is the start.
+func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config, r *running) (Diff, error) {
 	old := b.Config()
 	// Every valid config has a backend: only the empty one Start begins
 	// with has none, and applying over it is not a reload.
@@ -188,63 +250,35 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 	// none: find out before anything changes (a strategy for no backend
 	// costs nothing).
 	if _, err := strategy.New(cfg.Strategy, nil, strategy.Options{}); err != nil {
-		return nil, err
+		return Diff{}, err
 	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
 		ln, err := proxy.Listen(cfg.Proxy.ListenAddress)
 		if err != nil {
 			if starting {
-				return nil, err
+				return Diff{}, err
 			}
-			return nil, fmt.Errorf("reload rejected, still listening on %s: %w", old.Proxy.ListenAddress, err)
+			return Diff{}, fmt.Errorf("reload rejected, still listening on %s: %w", old.Proxy.ListenAddress, err)
 		}
 		newLn = ln
 	}
 
-	current := map[int]*backend.Backend{}
 	b.mu.Lock()
-	for _, be := range b.pool {
-		current[be.ID] = be
-	}
+	d := diff(old, cfg, b.pool, b.overrides)
 	b.mu.Unlock()
 	pool := make([]*backend.Backend, 0, len(cfg.Backends))
 	var added []*backend.Backend
-	for _, bc := range cfg.Backends {
-		be, ok := current[bc.ID]
-		if ok && be.Address == bc.Address {
-			delete(current, bc.ID)
-			if be.Name() != bc.Name {
-				changes = append(changes, fmt.Sprintf("backend %d renamed %s→%s", bc.ID, be.Name(), bc.Name))
-				be.SetName(bc.Name)
-			}
-			if be.Weight() != bc.Weight {
-				changes = append(changes, fmt.Sprintf("backend %d weight %d→%d", bc.ID, be.Weight(), bc.Weight))
-				be.SetWeight(bc.Weight)
-			}
-			pool = append(pool, be)
-			continue
+	for i, bc := range cfg.Backends {
+		be := d.keep[i]
+		if be == nil {
+			be = backend.New(bc.ID, bc.Name, bc.Address, bc.Weight)
+			added = append(added, be)
+		} else {
+			be.SetName(bc.Name)
+			be.SetWeight(weightFor(bc, b.overrides))
 		}
-		be = backend.New(bc.ID, bc.Name, bc.Address, bc.Weight)
-		added = append(added, be)
-		changes = append(changes, fmt.Sprintf("backend %d added at %s", bc.ID, bc.Address))
 		pool = append(pool, be)
-	}
-	strat, _ := strategy.New(cfg.Strategy, pool, strategy.Options{Adaptive: cfg.Adaptive}) // the name was checked above
-	if cfg.Strategy != old.Strategy {
-		changes = append(changes, fmt.Sprintf("strategy %s→%s", old.Strategy, cfg.Strategy))
-	}
-	if proxySettings(cfg) != proxySettings(old) {
-		changes = append(changes, "proxy settings")
-	}
-	if healthSettings(cfg) != healthSettings(old) {
-		changes = append(changes, "health settings")
-	}
-	if cfg.Adaptive != old.Adaptive {
-		changes = append(changes, "adaptive weights")
-	}
-	if cfg.Runtime != old.Runtime {
-		changes = append(changes, "runtime settings")
 	}
 
 	b.srv.SetSettings(proxySettings(cfg))
@@ -252,19 +286,20 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 	for _, be := range added {
 		b.checker.Watch(ctx, be)
 	}
-	b.srv.SetTable(&proxy.Table{Backends: pool, Strategy: strat})
+	b.publish(cfg, pool)
 
 	b.mu.Lock()
 	b.cfg, b.pool = cfg, pool
 	if !starting {
 		b.reloadsOK.Add(1) // with the config, so readers never see one without the other
 	}
-	for _, gone := range current {
+	b.lastReload, b.lastReloadOK, b.lastSource = time.Now(), true, source
+	for _, gone := range d.gone {
 		b.draining[gone] = struct{}{}
+		b.dropOverride(gone.ID) // a removed or replaced backend's overrides go with it
 	}
 	b.mu.Unlock()
-	for _, gone := range current {
-		changes = append(changes, fmt.Sprintf("backend %d at %s draining", gone.ID, gone.Address))
+	for _, gone := range d.gone {
 		gone.Drain()
 		b.checker.Forget(gone)
 		r.drains.Go(func() { b.drain(gone, cfg.Runtime.DrainTimeout, r.stopDrains) })
@@ -276,14 +311,8 @@ func (b *Balancer) apply(ctx context.Context, cfg *config.Config, r *running) (c
 		b.mu.Lock()
 		b.addr = newLn.Addr()
 		b.mu.Unlock()
-		if !starting {
-			changes = append(changes, fmt.Sprintf("listening on %s instead of %s", cfg.Proxy.ListenAddress, old.Proxy.ListenAddress))
-		}
 	}
-	if len(changes) == 0 {
-		changes = append(changes, "no change")
-	}
-	return changes, nil
+	return d, nil
 }
 
 // drain waits for a removed backend's connections to end, closes whatever is
@@ -342,23 +371,33 @@ type Snapshot struct {
 	ReloadsOK     uint64             `json:"reloads_ok"`
 	ReloadsFailed uint64             `json:"reloads_failed"`
 	LastError     string             `json:"last_reload_error,omitempty"`
-	HealthChecks  uint64             `json:"health_checks"`
-	HealthFailed  uint64             `json:"health_checks_failed"`
-	HealthLocal   uint64             `json:"health_checks_local_failures"` // failed on this host (out of fds, ports): in neither count above
+	LastReload    time.Time          `json:"last_reload"`    // the latest apply (the start's too) or failed reload
+	LastReloadOK  bool               `json:"last_reload_ok"` // whether it was applied
+	// LastReloadSource is where that config came from: SourceStart,
+	// SourceFile or SourceAPI.
+	LastReloadSource string `json:"last_reload_source"`
+	HealthChecks     uint64 `json:"health_checks"`
+	HealthFailed     uint64 `json:"health_checks_failed"`
+	HealthLocal      uint64 `json:"health_checks_local_failures"` // failed on this host (out of fds, ports): in neither count above
+	// HealthDurations are how long the active checks took, by result.
+	HealthDurations health.Durations `json:"health_check_durations"`
 }
 
 // Snapshot reads the current state without blocking the proxy.
 func (b *Balancer) Snapshot() Snapshot {
 	b.mu.Lock()
 	s := Snapshot{
-		ListenAddress: b.addr.String(),
-		Strategy:      b.cfg.Strategy,
-		LastError:     b.lastError,
-		Backends:      make([]backend.Snapshot, 0, len(b.pool)),
-		Draining:      []backend.Snapshot{},
+		ListenAddress:    b.addr.String(),
+		Strategy:         b.cfg.Strategy,
+		LastError:        b.lastError,
+		LastReload:       b.lastReload,
+		LastReloadOK:     b.lastReloadOK,
+		LastReloadSource: b.lastSource,
+		Backends:         make([]backend.Snapshot, 0, len(b.pool)),
+		Draining:         []backend.Snapshot{},
 	}
 	for _, be := range b.pool {
-		s.Backends = append(s.Backends, be.Snapshot())
+		s.Backends = append(s.Backends, b.backendSnapshot(be))
 	}
 	for be := range b.draining {
 		s.Draining = append(s.Draining, be.Snapshot())
@@ -368,5 +407,6 @@ func (b *Balancer) Snapshot() Snapshot {
 	s.Proxy = b.srv.Stats()
 	s.HealthChecks, s.HealthFailed = b.checker.Counts()
 	s.HealthLocal = b.checker.LocalFailures()
+	s.HealthDurations = b.checker.Durations()
 	return s
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
 )
 
 // Defaults, used for any setting no source gives.
@@ -26,6 +27,13 @@ const (
 	EnvListenAddress = "LEMONADE_WORKER_LISTEN_ADDRESS"
 	EnvServiceName   = "LEMONADE_WORKER_SERVICE_NAME"
 	EnvWorkDelay     = "LEMONADE_WORKER_WORK_DELAY_MS"
+	// EnvOTLPEndpoint and EnvOTLPProtocol are the worker's own; they win
+	// over EnvAnyOTLPEndpoint and EnvAnyOTLPProtocol, which the balancer
+	// reads too, so one variable can point every binary at a collector.
+	EnvOTLPEndpoint    = "LEMONADE_WORKER_OTLP_ENDPOINT"
+	EnvOTLPProtocol    = "LEMONADE_WORKER_OTLP_PROTOCOL"
+	EnvAnyOTLPEndpoint = "LEMONADE_OTLP_ENDPOINT"
+	EnvAnyOTLPProtocol = "LEMONADE_OTLP_PROTOCOL"
 )
 
 // Flag names, as the CLI spells them; errors name the flag a value came from.
@@ -44,6 +52,29 @@ type Config struct {
 	ServiceName string
 	// WorkDelay is how long GET /work waits by default; 0 answers at once.
 	WorkDelay time.Duration
+	// OTLPEndpoint, if not empty, is the OpenTelemetry collector the worker
+	// exports its spans and request metrics to (see endpoint.Parse for the
+	// forms). The service only checks it: the caller sets the export up
+	// (observability/otel) and hands it over as Observer.
+	OTLPEndpoint string
+	// OTLPProtocol is endpoint.GRPC or endpoint.HTTPProtobuf; empty means
+	// endpoint.GRPC.
+	OTLPProtocol string
+	// Observer, if not nil, is told of every request the service answers.
+	// No file or variable sets it; nil costs nothing.
+	Observer RequestObserver
+}
+
+// RequestObserver is told of every request a Service answers (see
+// Service.EndRequest); observability/otel.HTTP, which exports a span and
+// the request metrics over OTLP, is one.
+type RequestObserver interface {
+	// ObserveRequest gets the method, canonical (GET, HEAD, POST, …, or
+	// "_OTHER" for a method HTTP does not define), the route (one of Routes,
+	// or metrics.OtherRoute), the status sent, and when the request started
+	// and ended. It is called on the request's goroutine, after the answer
+	// was written: it must be quick and must not block.
+	ObserveRequest(method, route string, status int, start, end time.Time)
 }
 
 // DefaultConfig returns the configuration used when nothing is given.
@@ -67,6 +98,8 @@ type fileConfig struct {
 	ServiceName    string        `mapstructure:"service_name"`
 	WorkDelay      time.Duration `mapstructure:"work_delay_ms"`
 	WorkDelayAlias time.Duration `mapstructure:"work_delay"`
+	OTLPEndpoint   string        `mapstructure:"otlp_endpoint"`
+	OTLPProtocol   string        `mapstructure:"otlp_protocol"`
 }
 
 // Load resolves a worker's configuration from, highest precedence first, the
@@ -77,18 +110,49 @@ type fileConfig struct {
 // from (file and key, environment variable, or flag).
 func Load(f Flags) (Config, error) {
 	cfg := DefaultConfig()
+	endpointFrom := "" // where cfg.OTLPEndpoint came from, for the last check
 	if f.Config != "" {
-		if err := loadFile(f.Config, &cfg); err != nil {
+		if err := loadFile(f.Config, &cfg, &endpointFrom); err != nil {
 			return Config{}, err
 		}
 	}
-	if err := loadEnv(&cfg); err != nil {
+	if err := loadEnv(&cfg, &endpointFrom); err != nil {
 		return Config{}, err
 	}
 	if err := apply(&cfg, f.Address, f.Name, f.Delay, flagOrigins); err != nil {
 		return Config{}, err
 	}
+	// The endpoint and the protocol may come from different places; only
+	// together do they say whether a URL path is allowed.
+	if cfg.OTLPEndpoint != "" {
+		if _, err := endpoint.Parse(cfg.OTLPEndpoint, cfg.OTLPProtocol); err != nil {
+			return Config{}, fmt.Errorf("invalid OTLP endpoint %q from %s: %w", cfg.OTLPEndpoint, endpointFrom, err)
+		}
+	}
 	return cfg, nil
+}
+
+// applyOTLP checks and sets the OTLP settings given; empty ones are left
+// alone. The endpoint is checked as for protocol checkAs if that is not
+// empty, else with the protocol in effect once protocol is applied; Load
+// checks the final pair again, since the two may come from different places.
+func applyOTLP(cfg *Config, ep, protocol, checkAs, epFrom, protocolFrom string, endpointFrom *string) error {
+	if protocol != "" {
+		if err := endpoint.CheckProtocol(protocol); err != nil {
+			return fmt.Errorf("invalid OTLP protocol from %s: %w", protocolFrom, err)
+		}
+		cfg.OTLPProtocol = protocol
+	}
+	if checkAs == "" {
+		checkAs = cfg.OTLPProtocol
+	}
+	if ep != "" {
+		if _, err := endpoint.Parse(ep, checkAs); err != nil {
+			return fmt.Errorf("invalid OTLP endpoint %q from %s: %w", ep, epFrom, err)
+		}
+		cfg.OTLPEndpoint, *endpointFrom = ep, epFrom
+	}
+	return nil
 }
 
 // origins says where each of the three settings came from, for errors.
@@ -130,16 +194,16 @@ func apply(cfg *Config, addr, name, delay string, from origins) error {
 	return nil
 }
 
-func loadFile(path string, cfg *Config) error {
+func loadFile(path string, cfg *Config, endpointFrom *string) error {
 	v := viper.New()
 	if err := configfile.Read(v, path); err != nil {
 		return fmt.Errorf("flag %s: %w", FlagConfig, err)
 	}
-	return decodeFile(v, path, cfg)
+	return decodeFile(v, path, cfg, endpointFrom)
 }
 
 // decodeFile applies the settings read into v from the file called path.
-func decodeFile(v *viper.Viper, path string, cfg *Config) error {
+func decodeFile(v *viper.Viper, path string, cfg *Config, endpointFrom *string) error {
 	from := func(key string) string { return fmt.Sprintf("config file %s (key %s)", path, key) }
 
 	// Check the delay keys by hand first: configfile's decoder would accept a
@@ -186,10 +250,14 @@ func decodeFile(v *viper.Viper, path string, cfg *Config) error {
 	case "work_delay":
 		cfg.WorkDelay = fc.WorkDelayAlias
 	}
-	return nil
+	if v.IsSet("otlp_protocol") && fc.OTLPProtocol == "" {
+		return fmt.Errorf("invalid OTLP protocol from %s: empty; leave the key out for the default, %s", from("otlp_protocol"), endpoint.GRPC)
+	}
+	// A file is checked on its own: its endpoint must suit its protocol.
+	return applyOTLP(cfg, fc.OTLPEndpoint, fc.OTLPProtocol, "", from("otlp_endpoint"), from("otlp_protocol"), endpointFrom)
 }
 
-func loadEnv(cfg *Config) error {
+func loadEnv(cfg *Config, endpointFrom *string) error {
 	// viper treats an empty variable as unset, which is what a shell user
 	// expects of VAR= .
 	v := viper.New()
@@ -197,13 +265,29 @@ func loadEnv(cfg *Config) error {
 		{"listen_address", EnvListenAddress},
 		{"service_name", EnvServiceName},
 		{"work_delay", EnvWorkDelay},
+		{"otlp_endpoint", EnvOTLPEndpoint},
+		{"otlp_protocol", EnvOTLPProtocol},
+		{"any_otlp_endpoint", EnvAnyOTLPEndpoint},
+		{"any_otlp_protocol", EnvAnyOTLPProtocol},
 	}
 	for _, k := range keys {
 		if err := v.BindEnv(k[0], k[1]); err != nil {
 			return fmt.Errorf("bind %s: %w", k[1], err)
 		}
 	}
-	return apply(cfg, v.GetString("listen_address"), v.GetString("service_name"), v.GetString("work_delay"), envOrigins)
+	if err := apply(cfg, v.GetString("listen_address"), v.GetString("service_name"), v.GetString("work_delay"), envOrigins); err != nil {
+		return err
+	}
+	env := func(key string) string { return strings.TrimSpace(v.GetString(key)) }
+	// The variables every binary reads first, then the worker's own.
+	// A variable's endpoint is checked as http/protobuf (which allows the
+	// most): a path may suit the protocol another variable gives.
+	if err := applyOTLP(cfg, env("any_otlp_endpoint"), env("any_otlp_protocol"), endpoint.HTTPProtobuf,
+		"environment variable "+EnvAnyOTLPEndpoint, "environment variable "+EnvAnyOTLPProtocol, endpointFrom); err != nil {
+		return err
+	}
+	return applyOTLP(cfg, env("otlp_endpoint"), env("otlp_protocol"), endpoint.HTTPProtobuf,
+		"environment variable "+EnvOTLPEndpoint, "environment variable "+EnvOTLPProtocol, endpointFrom)
 }
 
 // Validate checks a Config built in code the way Load checks a loaded one.
@@ -221,6 +305,16 @@ func (c Config) validateForServe() error {
 	}
 	if err := checkDelay(c.WorkDelay); err != nil {
 		return fmt.Errorf("invalid work delay %s: %w", c.WorkDelay, err)
+	}
+	if c.OTLPProtocol != "" {
+		if err := endpoint.CheckProtocol(c.OTLPProtocol); err != nil {
+			return fmt.Errorf("invalid OTLP protocol: %w", err)
+		}
+	}
+	if c.OTLPEndpoint != "" {
+		if _, err := endpoint.Parse(c.OTLPEndpoint, c.OTLPProtocol); err != nil {
+			return fmt.Errorf("invalid OTLP endpoint %q: %w", c.OTLPEndpoint, err)
+		}
 	}
 	return nil
 }

@@ -13,11 +13,11 @@ import (
 	"github.com/lemonade-lb/lemonade/observability/configfile"
 )
 
-// clearEnv hides any LEMONADE_WORKER_* the machine running the tests has
+// clearEnv hides any LEMONADE_WORKER_* or LEMONADE_OTLP_* the machine running the tests has
 // set: viper treats an empty variable as unset.
 func clearEnv(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{EnvListenAddress, EnvServiceName, EnvWorkDelay} {
+	for _, name := range []string{EnvListenAddress, EnvServiceName, EnvWorkDelay, EnvOTLPEndpoint, EnvOTLPProtocol, EnvAnyOTLPEndpoint, EnvAnyOTLPProtocol} {
 		t.Setenv(name, "")
 	}
 }
@@ -87,19 +87,19 @@ func TestLoadPrecedence(t *testing.T) {
 		want  Config
 	}{
 		{"file over defaults", env{}, Flags{Config: file},
-			Config{"127.0.0.1:1001", "file", 1 * time.Millisecond}},
+			Config{ListenAddress: "127.0.0.1:1001", ServiceName: "file", WorkDelay: 1 * time.Millisecond}},
 		{"env over file", env{"127.0.0.1:2002", "env", "2"}, Flags{Config: file},
-			Config{"127.0.0.1:2002", "env", 2 * time.Millisecond}},
+			Config{ListenAddress: "127.0.0.1:2002", ServiceName: "env", WorkDelay: 2 * time.Millisecond}},
 		{"env over defaults", env{"", "env", "2s"}, Flags{},
-			Config{DefaultListenAddress, "env", 2 * time.Second}},
+			Config{ListenAddress: DefaultListenAddress, ServiceName: "env", WorkDelay: 2 * time.Second}},
 		{"flags over env and file", env{"127.0.0.1:2002", "env", "2"},
 			Flags{Config: file, Address: "127.0.0.1:3003", Name: "flag", Delay: "3"},
-			Config{"127.0.0.1:3003", "flag", 3 * time.Millisecond}},
+			Config{ListenAddress: "127.0.0.1:3003", ServiceName: "flag", WorkDelay: 3 * time.Millisecond}},
 		{"each setting from its own layer", env{"", "env", ""},
 			Flags{Config: file, Delay: "0"},
-			Config{"127.0.0.1:1001", "env", 0}},
+			Config{ListenAddress: "127.0.0.1:1001", ServiceName: "env", WorkDelay: 0}},
 		{"delay 0 is valid", env{"", "", "0"}, Flags{},
-			Config{DefaultListenAddress, DefaultServiceName, 0}},
+			Config{ListenAddress: DefaultListenAddress, ServiceName: DefaultServiceName, WorkDelay: 0}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -320,13 +320,16 @@ func FuzzDecodeFile(f *testing.F) {
 	f.Add("work_delay: 1e300\n")
 	f.Add("service_name: {a: 1}\n")
 	f.Add("other: 1\n")
+	f.Add("otlp_endpoint: http://c:4318/otlp\notlp_protocol: http/protobuf\n")
+	f.Add("otlp_endpoint: localhost:4317\n")
 	f.Fuzz(func(t *testing.T, body string) {
 		v := viper.New()
 		if err := configfile.ReadBytes(v, "fuzz.yaml", "yaml", []byte(body)); err != nil {
 			return
 		}
 		cfg := DefaultConfig()
-		if err := decodeFile(v, "fuzz.yaml", &cfg); err != nil {
+		var endpointFrom string
+		if err := decodeFile(v, "fuzz.yaml", &cfg, &endpointFrom); err != nil {
 			if !strings.Contains(err.Error(), "fuzz.yaml") {
 				t.Fatalf("error %q does not name the file", err)
 			}

@@ -74,6 +74,7 @@ type Service struct {
 	cfg        Config
 	registry   *prometheus.Registry
 	metrics    *metrics.HTTP
+	observer   RequestObserver // cfg.Observer; nil: none
 	healthBody []byte // constant for the service's life
 	workPrefix []byte // the work body up to the duration value
 }
@@ -93,7 +94,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode service name: %w", err)
 	}
-	s := &Service{cfg: cfg, registry: reg, metrics: m}
+	s := &Service{cfg: cfg, registry: reg, metrics: m, observer: cfg.Observer}
 	s.healthBody = fmt.Appendf(nil, `{"status":"ok","service":%s}`, name)
 	s.workPrefix = fmt.Appendf(nil, `{"status":true,"service":%s,"duration_ms":`, name)
 	return s, nil
@@ -174,9 +175,41 @@ func (s *Service) HandleMetrics() Response {
 // Adapters call the pair around every request, matched or not.
 func (s *Service) StartRequest() time.Time { return s.metrics.Begin() }
 
-// EndRequest records a request to path answered with status.
-func (s *Service) EndRequest(path string, status int, start time.Time) {
+// EndRequest records a request with method to path, answered with status:
+// in the Prometheus metrics, and for the Observer, if there is one. method
+// is not kept, so it may alias a buffer the server reuses.
+func (s *Service) EndRequest(method, path string, status int, start time.Time) {
 	s.metrics.End(path, status, start)
+	if s.observer != nil {
+		s.observer.ObserveRequest(CanonicalMethod(method), s.metrics.Route(path), status, start, time.Now())
+	}
+}
+
+// CanonicalMethod returns method as OpenTelemetry's HTTP conventions record
+// it: one of the methods HTTP defines, as a constant string, or "_OTHER".
+// Methods are case-sensitive, so "get" is "_OTHER".
+func CanonicalMethod(method string) string {
+	switch method {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodConnect:
+		return http.MethodConnect
+	case http.MethodOptions:
+		return http.MethodOptions
+	case http.MethodTrace:
+		return http.MethodTrace
+	}
+	return "_OTHER"
 }
 
 // notFoundBody is shared: it never changes.

@@ -169,8 +169,8 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 
 func TestMetricsCountRequests(t *testing.T) {
 	s := newService(t, "w", 0)
-	s.EndRequest("/health", 200, s.StartRequest())
-	s.EndRequest("/random", 404, s.StartRequest())
+	s.EndRequest("GET", "/health", 200, s.StartRequest())
+	s.EndRequest("GET", "/random", 404, s.StartRequest())
 	r := s.HandleMetrics()
 	if r.Status != 200 || !strings.HasPrefix(r.ContentType, "text/plain") {
 		t.Fatalf("HandleMetrics() = %d %q", r.Status, r.ContentType)
@@ -223,6 +223,6 @@ func ExampleService_HandleWork() {
 
 func ExampleLoad() {
 	cfg, err := Load(Flags{Address: "127.0.0.1:50510", Name: "worker-1", Delay: "-5"})
-	fmt.Println(cfg, err)
-	// Output: {  0s} invalid work delay "-5" from flag --delay: must not be negative
+	fmt.Println(cfg == Config{}, err)
+	// Output: true invalid work delay "-5" from flag --delay: must not be negative
 }

@@ -53,7 +53,7 @@ func Handler(cfg service.Config) (*echo.Echo, error) {
 			if err := next(c); err != nil {
 				c.Error(err) // answer now, so the status below is the one sent
 			}
-			svc.EndRequest(c.Request().URL.Path, c.Response().Status, start)
+			svc.EndRequest(c.Request().Method, c.Request().URL.Path, c.Response().Status, start)
 			return nil
 		}
 	})

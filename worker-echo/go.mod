@@ -17,7 +17,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
-	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
+	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
 	github.com/lemonade-lb/lemonade/observability v0.0.0-00010101000000-000000000000 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect

@@ -57,7 +57,7 @@ func newHandler(svc *service.Service, base context.Context) fasthttp.RequestHand
 			res = r.handle(rc)
 		}
 		writeFast(rc, res)
-		svc.EndRequest(r.path, res.Status, start) // "" for no route counts as other
+		svc.EndRequest(string(rc.Method()), r.path, res.Status, start) // "" for no route counts as other
 	}
 }
 

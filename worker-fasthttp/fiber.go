@@ -57,7 +57,7 @@ func newApp(svc *service.Service, base context.Context) *fiber.App {
 				c.Status(http.StatusInternalServerError)
 			}
 		}
-		svc.EndRequest(c.Path(), c.Response().StatusCode(), start)
+		svc.EndRequest(c.Method(), c.Path(), c.Response().StatusCode(), start)
 		return nil
 	})
 	// Get registers HEAD as well.

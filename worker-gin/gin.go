@@ -34,7 +34,7 @@ func Handler(cfg service.Config) (*gin.Engine, error) {
 	e.Use(func(c *gin.Context) {
 		start := svc.StartRequest()
 		c.Next()
-		svc.EndRequest(c.Request.URL.Path, c.Writer.Status(), start)
+		svc.EndRequest(c.Request.Method, c.Request.URL.Path, c.Writer.Status(), start)
 	})
 	handle := func(route string, h gin.HandlerFunc) {
 		e.GET(route, h)

@@ -69,7 +69,7 @@ func instrument(svc *service.Service, next http.Handler) http.Handler {
 		start := svc.StartRequest()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		svc.EndRequest(r.URL.Path, rec.status, start)
+		svc.EndRequest(r.Method, r.URL.Path, rec.status, start)
 	})
 }
 

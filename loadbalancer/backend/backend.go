@@ -38,6 +38,7 @@ type Backend struct {
 	latency   atomic.Uint64 // float64 bits: EWMA of response time in ns
 	latVar    atomic.Uint64 // float64 bits: EWMA of the variance, ns²
 	samples   atomic.Uint64 // latency samples taken
+	ttfb      Histogram     // the measured response times (not the connect-time seed)
 	errorRate atomic.Uint64 // float64 bits: EWMA of dial outcomes, 1 = failed
 
 	transitions atomic.Uint64
@@ -92,6 +93,10 @@ func (b *Backend) Draining() bool { return b.draining.Load() }
 // Drain stops new connections to the backend; existing ones continue.
 func (b *Backend) Drain() { b.draining.Store(true) }
 
+// Undrain lets the backend take new connections again (an operator's drain
+// undone; a backend a reload removed is never undrained).
+func (b *Backend) Undrain() { b.draining.Store(false) }
+
 // Active returns the number of open connections.
 func (b *Backend) Active() int64 { return b.active.Load() }
 
@@ -108,7 +113,7 @@ func (b *Backend) Connected(connect time.Duration) {
 	b.total.Add(1)
 	b.observeError(0)
 	if b.samples.Load() == 0 {
-		b.ObserveLatency(connect)
+		b.foldLatency(connect)
 	}
 }
 
@@ -122,8 +127,14 @@ func (b *Backend) AddBytes(in, out int64) {
 	}
 }
 
-// ObserveLatency folds one response-time sample into the running averages.
+// ObserveLatency counts one response-time sample (time to first byte) in
+// the histogram and folds it into the running averages.
 func (b *Backend) ObserveLatency(d time.Duration) {
+	b.ttfb.Observe(d)
+	b.foldLatency(d)
+}
+
+func (b *Backend) foldLatency(d time.Duration) {
 	x := float64(d)
 	if b.samples.Add(1) == 1 {
 		b.latency.Store(math.Float64bits(x))
@@ -172,25 +183,31 @@ func (b *Backend) Checked(at time.Time, ok bool) {
 
 // Snapshot is a point-in-time copy of a backend's state, for readers.
 type Snapshot struct {
-	ID              int           `json:"id"`
-	Name            string        `json:"name"`
-	Address         string        `json:"address"`
-	Weight          int           `json:"weight"`
-	Up              bool          `json:"up"`
-	Draining        bool          `json:"draining"`
-	Active          int64         `json:"active_connections"`
-	Total           uint64        `json:"total_connections"`
-	ConnectFailures uint64        `json:"connect_failures"`
-	BytesIn         uint64        `json:"bytes_in"`
-	BytesOut        uint64        `json:"bytes_out"`
-	Latency         time.Duration `json:"latency_ewma_ns"`
-	LatencyStdDev   time.Duration `json:"latency_stddev_ns"`
-	LatencySamples  uint64        `json:"latency_samples"`
-	ErrorRate       float64       `json:"error_rate"`
-	Transitions     uint64        `json:"health_transitions"`
-	LastCheck       time.Time     `json:"last_check,omitzero"`
-	LastCheckOK     bool          `json:"last_check_ok"`
-	LastReason      string        `json:"last_transition_reason,omitempty"`
+	ID              int               `json:"id"`
+	Name            string            `json:"name"`
+	Address         string            `json:"address"`
+	Weight          int               `json:"weight"`
+	Up              bool              `json:"up"`
+	Draining        bool              `json:"draining"`
+	Active          int64             `json:"active_connections"`
+	Total           uint64            `json:"total_connections"`
+	ConnectFailures uint64            `json:"connect_failures"`
+	BytesIn         uint64            `json:"bytes_in"`
+	BytesOut        uint64            `json:"bytes_out"`
+	Latency         time.Duration     `json:"latency_ewma_ns"`
+	LatencyStdDev   time.Duration     `json:"latency_stddev_ns"`
+	LatencySamples  uint64            `json:"latency_samples"`
+	ResponseTime    HistogramSnapshot `json:"response_time_histogram"` // measured times to first byte only (the EWMA may start from a connect time)
+	ErrorRate       float64           `json:"error_rate"`
+	Transitions     uint64            `json:"health_transitions"`
+	LastCheck       time.Time         `json:"last_check,omitzero"`
+	LastCheckOK     bool              `json:"last_check_ok"`
+	LastReason      string            `json:"last_transition_reason,omitempty"`
+	// Override and OverrideWeight are an operator's change made through the
+	// admin API ("drain", "disable" or "weight"; the weight it set, or 0),
+	// filled in by the balancer, which owns overrides.
+	Override       string `json:"override,omitempty"`
+	OverrideWeight int    `json:"override_weight,omitempty"`
 }
 
 // Snapshot reads the current state.
@@ -211,6 +228,7 @@ func (b *Backend) Snapshot() Snapshot {
 		Latency:         time.Duration(lat),
 		LatencyStdDev:   time.Duration(b.LatencyStdDev()),
 		LatencySamples:  b.samples.Load(),
+		ResponseTime:    b.ttfb.Snapshot(),
 		ErrorRate:       b.ErrorRate(),
 		Transitions:     b.transitions.Load(),
 		LastCheckOK:     b.lastCheckOK.Load(),

@@ -138,8 +138,13 @@ type Metrics struct {
 }
 
 // Admin configures the admin/metrics HTTP listener; empty address disables it.
+// Both keys are read at start: a reload does not change them.
 type Admin struct {
 	ListenAddress string `mapstructure:"listen_address"` // host:port; default "" (off)
+	// Token, when set, is required as "Authorization: Bearer TOKEN" on every
+	// admin request but GET /health. Without it the admin listener must be on
+	// a loopback address. Default "" (none).
+	Token string `mapstructure:"token"`
 }
 
 // Default returns the defaults: every key set except Backends (there is no

@@ -198,6 +198,10 @@ func TestRules(t *testing.T) {
 		{"adaptive all zero", "adaptive: {connection_weight: 0, latency_weight: 0, error_weight: 0}\n" + twoBackends, []string{"adaptive:", "must not all be 0"}},
 		{"admin bad", "admin:\n  listen_address: 127.0.0.1\n" + twoBackends, []string{"admin.listen_address:", `"127.0.0.1"`}},
 		{"admin on proxy port", "admin:\n  listen_address: 127.0.0.1:50501\n" + twoBackends, []string{"admin.listen_address:", "also proxy.listen_address"}},
+		{"admin public without token", "admin:\n  listen_address: 0.0.0.0:50500\n" + twoBackends, []string{"lb.yaml: admin.listen_address:", `"0.0.0.0:50500" is not a loopback address`, "admin.token"}},
+		{"admin on every interface without token", "admin:\n  listen_address: \":50500\"\n" + twoBackends, []string{"admin.listen_address:", `":50500"`, "admin.token"}},
+		{"admin by host name without token", "admin:\n  listen_address: admin.internal:50500\n" + twoBackends, []string{"admin.listen_address:", "admin.internal", "admin.token"}},
+		{"admin token with a space", "admin:\n  token: \"two words\"\n" + twoBackends, []string{"lb.yaml: admin.token:", "printable ASCII without spaces"}},
 		{"otlp protocol", "otlp_protocol: http\n" + twoBackends, []string{"otlp_protocol:", `"http"`, "grpc, http/protobuf"}},
 	}
 	for _, tc := range cases {
@@ -221,20 +225,25 @@ func TestRules(t *testing.T) {
 
 func TestValidValues(t *testing.T) {
 	for name, doc := range map[string]string{
-		"hostname":             "backends:\n  - address: worker-1.lemonade.internal:50510\n",
-		"hostname with dot":    "backends:\n  - address: localhost.:50510\n",
-		"ipv6":                 "backends:\n  - address: \"[::1]:50510\"\n",
-		"ipv6 zone":            "backends:\n  - address: \"[fe80::1%eth0]:50510\"\n",
-		"listen on all":        "proxy:\n  listen_address: \":50501\"\n" + twoBackends,
-		"unlimited":            "proxy:\n  max_connections: 0\n" + twoBackends,
-		"retries zero":         "proxy:\n  retries: 0\n" + twoBackends,
-		"weights at bounds":    "backends:\n  - {address: 127.0.0.1:1, weight: 1}\n  - {address: 127.0.0.1:2, weight: 255}\n",
-		"uppercase keys":       "Strategy: least_connections\nBackends:\n  - Address: 127.0.0.1:1\n",
-		"string milliseconds":  "runtime:\n  drain_timeout_millis: \"5000\"\n" + twoBackends,
-		"one adaptive factor":  "adaptive: {connection_weight: 0, latency_weight: 0, error_weight: 1}\n" + twoBackends,
-		"every strategy valid": "strategy: fastest_response_time\n" + twoBackends,
-		"passive off":          "health:\n  passive: {max_fails: 0, fail_duration: 0}\n" + twoBackends,
-		"passive at the bound": "health:\n  passive: {max_fails: 32, fail_duration: \"1m\"}\n" + twoBackends,
+		"hostname":                "backends:\n  - address: worker-1.lemonade.internal:50510\n",
+		"hostname with dot":       "backends:\n  - address: localhost.:50510\n",
+		"ipv6":                    "backends:\n  - address: \"[::1]:50510\"\n",
+		"ipv6 zone":               "backends:\n  - address: \"[fe80::1%eth0]:50510\"\n",
+		"listen on all":           "proxy:\n  listen_address: \":50501\"\n" + twoBackends,
+		"unlimited":               "proxy:\n  max_connections: 0\n" + twoBackends,
+		"retries zero":            "proxy:\n  retries: 0\n" + twoBackends,
+		"weights at bounds":       "backends:\n  - {address: 127.0.0.1:1, weight: 1}\n  - {address: 127.0.0.1:2, weight: 255}\n",
+		"uppercase keys":          "Strategy: least_connections\nBackends:\n  - Address: 127.0.0.1:1\n",
+		"string milliseconds":     "runtime:\n  drain_timeout_millis: \"5000\"\n" + twoBackends,
+		"one adaptive factor":     "adaptive: {connection_weight: 0, latency_weight: 0, error_weight: 1}\n" + twoBackends,
+		"every strategy valid":    "strategy: fastest_response_time\n" + twoBackends,
+		"passive off":             "health:\n  passive: {max_fails: 0, fail_duration: 0}\n" + twoBackends,
+		"passive at the bound":    "health:\n  passive: {max_fails: 32, fail_duration: \"1m\"}\n" + twoBackends,
+		"admin public with token": "admin: {listen_address: \"0.0.0.0:50500\", token: \"s3cr3t-t0ken\"}\n" + twoBackends,
+		"admin on localhost":      "admin: {listen_address: \"localhost:50500\"}\n" + twoBackends,
+		"admin on ipv6 loopback":  "admin: {listen_address: \"[::1]:50500\"}\n" + twoBackends,
+		"admin on 127/8":          "admin: {listen_address: \"127.1.2.3:50500\"}\n" + twoBackends,
+		"both on a free port":     "proxy: {listen_address: \"127.0.0.1:0\"}\nadmin: {listen_address: \"127.0.0.1:0\"}\n" + twoBackends,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse([]byte(doc), "yaml", "ok.yaml"); err != nil {
@@ -302,6 +311,7 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 		"LEMONADE_LB_DRAIN_TIMEOUT_MS":         "10000",
 		"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS": "2s",
 		"LEMONADE_LB_ADMIN_ADDRESS":            "127.0.0.1:50500",
+		"LEMONADE_LB_ADMIN_TOKEN":              "s3cret",
 	})
 	want := seedConfig()
 	want.Proxy.ListenAddress = "0.0.0.0:8080"
@@ -317,6 +327,7 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 	want.Runtime.DrainTimeout = 10 * time.Second
 	want.Runtime.ConfigWatchInterval = 2 * time.Second
 	want.Admin.ListenAddress = "127.0.0.1:50500"
+	want.Admin.Token = "s3cret"
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
@@ -350,6 +361,8 @@ func TestEnvironmentErrors(t *testing.T) {
 		{"LEMONADE_LB_STRATEGY", "random", []string{`LEMONADE_LB_STRATEGY="random": strategy:`, "round_robin"}},
 		{"LEMONADE_LB_LISTEN_ADDRESS", "nope", []string{`LEMONADE_LB_LISTEN_ADDRESS="nope": proxy.listen_address:`}},
 		{"LEMONADE_LB_ADMIN_ADDRESS", "127.0.0.1:50501", []string{`LEMONADE_LB_ADMIN_ADDRESS="127.0.0.1:50501": admin.listen_address:`}},
+		{"LEMONADE_LB_ADMIN_ADDRESS", "0.0.0.0:50500", []string{`LEMONADE_LB_ADMIN_ADDRESS="0.0.0.0:50500": admin.listen_address:`, "admin.token"}},
+		{"LEMONADE_LB_ADMIN_TOKEN", "bad token", []string{"LEMONADE_LB_ADMIN_TOKEN: admin.token: must be printable"}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "127.0.0.1:50510*0", []string{`LEMONADE_LB_BACKEND_ADDRESSES="127.0.0.1:50510*0": backends[0].weight:`}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "a,,b", []string{`LEMONADE_LB_BACKEND_ADDRESSES="a,,b"`, `backends[1] ""`}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "127.0.0.1:1,127.0.0.1:1", []string{"backends[1].address:", "also the address"}},
@@ -367,6 +380,25 @@ func TestEnvironmentErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The token is a secret: a problem with it never repeats it.
+func TestTokenIsNeverEchoed(t *testing.T) {
+	for name, load := range map[string]func() error{
+		"file": func() error {
+			_, err := Parse([]byte("admin: {token: \"s3cret with space\"}\n"+twoBackends), "yaml", "lb.yaml")
+			return err
+		},
+		"environment": func() error {
+			_, err := load("testdata/seed.yaml", env(map[string]string{"LEMONADE_LB_ADMIN_TOKEN": "s3cret with space"}))
+			return err
+		},
+	} {
+		err := load()
+		if err == nil || !strings.Contains(err.Error(), "admin.token") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

@@ -34,7 +34,11 @@ var envVars = []envVar{
 	{"LEMONADE_LB_DRAIN_TIMEOUT_MS", "runtime.drain_timeout_millis", setDuration(func(c *Config) *time.Duration { return &c.Runtime.DrainTimeout })},
 	{"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS", "runtime.config_watch_interval_millis", setDuration(func(c *Config) *time.Duration { return &c.Runtime.ConfigWatchInterval })},
 	{"LEMONADE_LB_ADMIN_ADDRESS", "admin.listen_address", setString(func(c *Config) *string { return &c.Admin.ListenAddress })},
+	{"LEMONADE_LB_ADMIN_TOKEN", "admin.token", setString(func(c *Config) *string { return &c.Admin.Token })},
 }
+
+// secretKeys are keys whose value is never repeated in an error message.
+var secretKeys = map[string]bool{"admin.token": true}
 
 // applyEnv sets c's keys from the environment variables that are set and not
 // empty. It returns, for each key it set, the source to name in any later
@@ -49,6 +53,9 @@ func applyEnv(c *Config, lookup func(string) (string, bool)) (fromEnv map[string
 			continue
 		}
 		src := fmt.Sprintf("%s=%q", ev.name, value)
+		if secretKeys[ev.key] {
+			src = ev.name
+		}
 		if err := ev.set(c, value); err != nil {
 			ps = append(ps, problem{src, ev.key, err.Error()})
 			continue

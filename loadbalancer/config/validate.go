@@ -176,9 +176,19 @@ func (c *Config) problems() []problem {
 
 	if c.Admin.ListenAddress != "" {
 		address("admin.listen_address", c.Admin.ListenAddress, false)
-		if c.Admin.ListenAddress == c.Proxy.ListenAddress {
+		// Port 0 binds a free port for each: no clash.
+		if c.Admin.ListenAddress == c.Proxy.ListenAddress && !strings.HasSuffix(c.Admin.ListenAddress, ":0") {
 			add("admin.listen_address", "%q is also proxy.listen_address", c.Admin.ListenAddress)
 		}
+		// The admin API can drain backends and replace the config: off this
+		// host it must not be open to anyone who can reach the port.
+		if c.Admin.Token == "" && checkAddress(c.Admin.ListenAddress, false) == "" && !IsLoopback(c.Admin.ListenAddress) {
+			add("admin.listen_address", "%q is not a loopback address and admin.token is not set: set admin.token (LEMONADE_LB_ADMIN_TOKEN) or listen on 127.0.0.1", c.Admin.ListenAddress)
+		}
+	}
+	if t := c.Admin.Token; t != "" && strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		// Never echo the secret: say what is wrong, not what it is.
+		add("admin.token", "must be printable ASCII without spaces (it is sent in an HTTP header)")
 	}
 
 	oneOf("otlp_protocol", c.OTLPProtocol, OTLPProtocols)
@@ -239,6 +249,21 @@ func checkAddress(addr string, needHost bool) string {
 		return fmt.Sprintf("%q: %q is neither an IP address nor a hostname", addr, host)
 	}
 	return ""
+}
+
+// IsLoopback reports whether the host of the HOST:PORT address is a loopback
+// address (127.0.0.0/8, ::1) or "localhost". An empty host (every interface)
+// and other host names are not: what they reach is not known here.
+func IsLoopback(address string) bool {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // isHostname reports whether s is a plausible DNS name: dot-separated labels

@@ -44,7 +44,8 @@ type Checker struct {
 	checks        atomic.Uint64
 	failures      atomic.Uint64
 	localFailures atomic.Uint64
-	lastLocalLog  atomic.Int64 // unix ns of the latest local-failure log line
+	lastLocalLog  atomic.Int64         // unix ns of the latest local-failure log line
+	durations     [3]backend.Histogram // by result: resultPass, resultFail, resultLocal
 
 	mu      sync.Mutex
 	loops   map[*backend.Backend]context.CancelFunc
@@ -77,6 +78,30 @@ func (c *Checker) Counts() (checks, failures uint64) { return c.checks.Load(), c
 // LocalFailures returns how many checks failed for a reason of this host
 // (backend.LocalFailure) and so left their backend's state alone.
 func (c *Checker) LocalFailures() uint64 { return c.localFailures.Load() }
+
+// Durations are how long the checks took, by result.
+type Durations struct {
+	Pass         backend.HistogramSnapshot `json:"pass"`
+	Fail         backend.HistogramSnapshot `json:"fail"`
+	LocalFailure backend.HistogramSnapshot `json:"local_failure"` // failed on this host: see LocalFailures
+}
+
+// The indexes of Checker.durations.
+const (
+	resultPass = iota
+	resultFail
+	resultLocal
+)
+
+// Durations reads how long the checks took, by result. A check cut short
+// because its backend was forgotten or the checker stopped is in none.
+func (c *Checker) Durations() Durations {
+	return Durations{
+		Pass:         c.durations[resultPass].Snapshot(),
+		Fail:         c.durations[resultFail].Snapshot(),
+		LocalFailure: c.durations[resultLocal].Snapshot(),
+	}
+}
 
 // Watch starts checking b until ctx ends or Forget(b); watching twice is a no-op.
 func (c *Checker) Watch(ctx context.Context, b *backend.Backend) {
@@ -131,11 +156,21 @@ func (c *Checker) loop(ctx context.Context, b *backend.Backend) {
 		case <-timer.C:
 		}
 		s := c.settings.Load()
+		start := time.Now()
 		err := c.Check(ctx, s, b)
+		took := time.Since(start)
 		if ctx.Err() != nil {
 			return
 		}
-		if backend.LocalFailure(err) {
+		result := resultPass
+		switch {
+		case backend.LocalFailure(err):
+			result = resultLocal
+		case err != nil:
+			result = resultFail
+		}
+		c.durations[result].Observe(took)
+		if result == resultLocal {
 			// Out of descriptors or ports here: neither a pass nor a failure,
 			// and the rise/fall counts carry on from where they were.
 			c.noteLocalFailure(b, err)

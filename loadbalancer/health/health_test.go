@@ -248,7 +248,39 @@ func TestLocalFailureLeavesTheBackendAlone(t *testing.T) {
 				if n := log.n.Load(); n != 1 {
 					t.Fatalf("%d warnings for %d local failures, want 1 a minute", n, c.LocalFailures())
 				}
+				if d := c.Durations(); d.LocalFailure.Count() != c.LocalFailures() || d.Pass.Count()+d.Fail.Count() != 0 {
+					t.Fatalf("durations %+v for %d local failures", d, c.LocalFailures())
+				}
 			})
 		}
+	}
+}
+
+// Each check's duration is counted under its result: every check that
+// judged the backend is in the pass or the fail histogram.
+func TestCheckDurationsByResult(t *testing.T) {
+	var healthy atomic.Bool
+	healthy.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	c := New(slog.New(slog.DiscardHandler), Settings{Kind: "http", Path: "/", Interval: 5 * time.Millisecond, Timeout: 5 * time.Second, Rise: 1, Fall: 1})
+	defer c.Stop()
+	c.Watch(context.Background(), backend.New(1, "web", srv.Listener.Addr().String(), 1))
+	waitFor(t, "passes", func() bool { return c.Durations().Pass.Count() >= 3 })
+	healthy.Store(false)
+	waitFor(t, "failures", func() bool { return c.Durations().Fail.Count() >= 3 })
+	c.Stop()
+
+	d := c.Durations()
+	checks, failures := c.Counts()
+	if d.Pass.Count() != checks-failures || d.Fail.Count() != failures || d.LocalFailure.Count() != 0 {
+		t.Fatalf("durations pass %d, fail %d, local %d; checks %d, failures %d", d.Pass.Count(), d.Fail.Count(), d.LocalFailure.Count(), checks, failures)
+	}
+	if d.Pass.Sum <= 0 || d.Fail.Sum <= 0 {
+		t.Fatalf("checks took no time: pass %v, fail %v", d.Pass.Sum, d.Fail.Sum)
 	}
 }

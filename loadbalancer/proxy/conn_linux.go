@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/netip"
 	"syscall"
 	"time"
@@ -43,8 +44,9 @@ type conn struct {
 	firstIn        int64              // monotime of the client's first bytes; 0 = none yet
 	sampled        bool               // the response-time sample is taken
 	last           int64              // monotime of the last bytes either way
+	outq           int                // the sockets' send queues at the last idle check
 	aborted        side               // the sides that reset
-	lingering      bool               // in loop.lingering: passing on a reset
+	lingering      int                // index in loop.lingering (passing on a reset), or -1
 	waitingFD      bool               // in loop.fdWait: no descriptor for the backend socket
 	closed         bool
 }
@@ -93,13 +95,14 @@ func (c *conn) fdOf(x side) int {
 
 func (l *loop) open(fd int) {
 	c := &conn{
-		loop:    l,
-		client:  fd,
-		server:  -1,
-		set:     l.srv.settings.Load(),
-		dialing: -1,
-		index:   len(l.conns),
-		last:    l.now,
+		loop:      l,
+		client:    fd,
+		server:    -1,
+		set:       l.srv.settings.Load(),
+		dialing:   -1,
+		lingering: -1,
+		index:     len(l.conns),
+		last:      l.now,
 	}
 	l.conns = append(l.conns, c)
 	c.tries = c.set.Retries + 1
@@ -154,22 +157,34 @@ const (
 )
 
 // connect starts a connection to c.b from its address c.addr on, moving to
-// the next address when one refuses at once; failed is why the address
-// before c.addr failed, if it did.
+// the next address when one refuses at once or cannot be used from this
+// host; failed is why the address before c.addr failed, if it did. Each
+// address gets an equal share of what is left of the connect timeout.
 func (l *loop) connect(c *conn, failed error) dialOutcome {
 	addrs, err := c.b.Addrs()
 	if err != nil {
 		return l.backendFailed(c, err.Error())
 	}
 	err = failed
+	var unusable syscall.Errno // the last address this host could not use
+	portsOut := false          // an IPv4 address found no local port
 	for ; c.addr < len(addrs); c.addr++ {
 		fd, e := l.socketTo(addrs[c.addr])
 		if fd < 0 {
-			if e == syscall.EINVAL { // a zone that is no interface here
-				continue
+			switch e {
+			case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
+				l.waitForFD(c, e) // the next address would fail the same
+				return dialLocalFailure
+			case syscall.EADDRNOTAVAIL, syscall.EAGAIN:
+				portsOut = portsOut || addrs[c.addr].Addr().Unmap().Is4()
 			}
-			l.waitForFD(c, e)
-			return dialLocalFailure
+			// EADDRNOTAVAIL on IPv6 disabled here, EAFNOSUPPORT, a zone
+			// with no interface: this address is unusable, the next may do.
+			unusable = e
+			continue
+		}
+		if err != nil || len(c.tried) > 0 { // an address or a backend failed this connection before
+			l.srv.retries.Add(1)
 		}
 		if e != 0 && e != syscall.EINPROGRESS {
 			closeFD(fd)
@@ -188,18 +203,28 @@ func (l *loop) connect(c *conn, failed error) dialOutcome {
 			l.connected(c)
 			return dialStarted
 		}
-		c.deadline = c.dialStart + int64(c.set.ConnectTimeout)
+		now := monotime()
+		left := c.dialStart + int64(c.set.ConnectTimeout) - now
+		c.deadline = now + max(left, 0)/int64(len(addrs)-c.addr)
 		c.dialing = len(l.dialing)
 		l.dialing = append(l.dialing, c)
 		l.scheduleCheck(c.deadline)
 		return dialStarted
 	}
-	reason := "no usable address"
-	if err != nil {
-		reason = err.Error()
+	switch {
+	case err != nil: // the backend refused or did not answer: its failure
+		return l.backendFailed(c, err.Error())
+	case portsOut: // no local port left: this host's shortage
+		l.waitForFD(c, syscall.EADDRNOTAVAIL)
+		return dialLocalFailure
+	case unusable != 0:
+		return l.backendFailed(c, "no usable address: "+unusable.Error())
 	}
-	return l.backendFailed(c, reason)
+	return l.backendFailed(c, "no address")
 }
+
+// errConnectTimeout is a dial that connect_timeout ended.
+var errConnectTimeout = errors.New("connect timeout")
 
 // backendFailed records a failed dial to c.b (passive health) and releases
 // it; the backend's name is looked up again in case it moved.
@@ -251,6 +276,18 @@ func (l *loop) abandon(c *conn) {
 		c.b = nil
 	}
 	l.close(c, false)
+}
+
+func (l *loop) stopLingering(c *conn) {
+	if c.lingering < 0 {
+		return
+	}
+	last := l.lingering[len(l.lingering)-1]
+	l.lingering[c.lingering] = last
+	last.lingering = c.lingering
+	l.lingering[len(l.lingering)-1] = nil
+	l.lingering = l.lingering[:len(l.lingering)-1]
+	c.lingering = -1
 }
 
 func (l *loop) stopDialing(c *conn) {
@@ -416,7 +453,9 @@ func (l *loop) flush(c *conn, f *flow) {
 		l.settle(c)
 		return
 	}
-	l.pump(c, f) // what came while it waited
+	if !f.queued { // a queued flow goes on in its turn, within its budget
+		l.pump(c, f) // what came while it waited
+	}
 }
 
 func (l *loop) dropPending(f *flow) {
@@ -457,7 +496,7 @@ func (l *loop) reset(c *conn, x side) {
 	if c.aborted == 0 {
 		l.srv.aborts.Add(1)
 		c.deadline = l.now + int64(abortLinger)
-		c.lingering = true
+		c.lingering = len(l.lingering)
 		l.lingering = append(l.lingering, c)
 		l.scheduleCheck(c.deadline)
 	}
@@ -531,6 +570,7 @@ func (l *loop) close(c *conn, rst bool) {
 	}
 	c.closed = true
 	l.stopDialing(c)
+	l.stopLingering(c)
 	if rst && c.aborted&clientSide == 0 {
 		setLingerZero(c.client)
 	}
@@ -616,14 +656,31 @@ func (l *loop) sockaddr(ap netip.AddrPort) (family int, sa unsafe.Pointer, salen
 	}
 	l.sa6 = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: ip.As16()}
 	putPort(&l.sa6.Port, port)
-	if ip.Zone() != "" {
-		id, err := backend.ScopeID(ip)
-		if err != nil {
-			return 0, nil, 0, syscall.EINVAL
+	if zone := ip.Zone(); zone != "" {
+		z, ok := l.zones[zone]
+		if !ok || l.now-z.at > int64(backend.ResolveTTL) {
+			id, err := backend.ScopeID(ip) // reads the interface table: once per TTL
+			if err != nil {
+				if backend.LocalFailure(err) {
+					return 0, nil, 0, syscall.EMFILE
+				}
+				return 0, nil, 0, syscall.EINVAL
+			}
+			z = zoneID{id: id, at: l.now}
+			if l.zones == nil {
+				l.zones = map[string]zoneID{}
+			}
+			l.zones[zone] = z
 		}
-		l.sa6.Scope_id = id
+		l.sa6.Scope_id = z.id
 	}
 	return syscall.AF_INET6, unsafe.Pointer(&l.sa6), unsafe.Sizeof(l.sa6), 0
+}
+
+// zoneID is an IPv6 zone's interface index, as the loop last read it.
+type zoneID struct {
+	id uint32
+	at int64 // monotime
 }
 
 // putPort stores port in network byte order.
@@ -632,14 +689,16 @@ func putPort(p *uint16, port uint16) {
 	b[0], b[1] = byte(port>>8), byte(port)
 }
 
-// setSocketOptions sets what every proxied socket needs: no Nagle delay,
-// and urgent data inline, so that a byte sent with MSG_OOB is passed on in
-// its place in the stream rather than dropped. Accepted sockets inherit
-// both from their (plain TCP, see Listen) listener.
+// setSocketOptions sets what a backend socket needs (accepted sockets
+// inherit the same from their listener, see listenerOptions): no Nagle
+// delay, urgent data inline, and keep-alive probes after keepAliveIdle, so
+// that a backend host that vanished without a reset ends its connections.
 func setSocketOptions(fd int) {
-	one := int32(1)
+	one, idle := int32(1), int32(keepAliveIdle/time.Second)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, uintptr(unsafe.Pointer(&one)), 4, 0)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, uintptr(unsafe.Pointer(&one)), 4, 0)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, uintptr(unsafe.Pointer(&idle)), 4, 0)
 }
 
 // setLingerZero makes the next close of fd send a reset.
@@ -665,6 +724,17 @@ func unsent(fd int) int {
 	var v int32
 	const siocoutq = 0x5411 // TIOCOUTQ
 	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), siocoutq, uintptr(unsafe.Pointer(&v))); e != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+// unread is how many bytes fd's socket has received and not yet given to
+// a read (SIOCINQ); 0 when it cannot tell.
+func unread(fd int) int {
+	var v int32
+	const siocinq = 0x541B // FIONREAD
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), siocinq, uintptr(unsafe.Pointer(&v))); e != 0 {
 		return 0
 	}
 	return int(v)

@@ -126,6 +126,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 	var freed <-chan struct{} // while waiting for a descriptor
 	var waitUntil time.Time   // the end of the wait for a descriptor
 	var tried []*backend.Backend
+	retry := false // the last dial failed: the next is a retry
 	for tries := set.Retries + 1; tries > 0; {
 		if s.closing.Load() || c.ctx.Err() != nil {
 			return nil
@@ -146,8 +147,12 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 			s.release(b)
 			return nil
 		}
+		if retry {
+			s.retries.Add(1)
+			retry = false
+		}
 		start := time.Now()
-		server, reset, err := dialBackend(c.ctx, b, set.ConnectTimeout, c.dialStarted)
+		server, reset, err := dialBackend(c.ctx, b, set.ConnectTimeout, c.dialStarted, &s.retries)
 		c.dialStarted()
 		if err == nil {
 			b.Connected(time.Since(start))
@@ -187,6 +192,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 			s.dialFailed(b, set, err.Error())
 			b.Reresolve()
 			tries--
+			retry = true
 		}
 	}
 	s.noBackend.Add(1)
@@ -216,11 +222,11 @@ func (c *goConn) dialStarted() {
 var errNoAddress = errors.New("no address")
 
 // dialBackend dials b's addresses in order until one answers, within
-// timeout in all (shared evenly by the addresses left); opened runs once a
-// socket exists. reset: the backend accepted, then reset before the dial
-// saw it connected; what it sent before is still to be read from the
-// connection returned.
-func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration, opened func()) (server *net.TCPConn, reset bool, err error) {
+// timeout in all (shared evenly by the addresses left), counting each move
+// to the next address in retries; opened runs once a socket exists. reset:
+// the backend accepted, then reset before the dial saw it connected; what
+// it sent before is still to be read from the connection returned.
+func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration, opened func(), retries *atomic.Uint64) (server *net.TCPConn, reset bool, err error) {
 	addrs, err := b.Addrs()
 	if err != nil {
 		return nil, false, err
@@ -228,7 +234,10 @@ func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration,
 	deadline := time.Now().Add(timeout)
 	err = errNoAddress
 	for i, ap := range addrs {
-		d := net.Dialer{KeepAlive: -1, Deadline: time.Now().Add(time.Until(deadline) / time.Duration(len(addrs)-i))}
+		if i > 0 { // the address before failed, and not for a reason of this host
+			retries.Add(1)
+		}
+		d := net.Dialer{KeepAliveConfig: keepAlive, Deadline: time.Now().Add(time.Until(deadline) / time.Duration(len(addrs)-i))}
 		if server, reset, err = dialAddr(ctx, &d, ap.String(), opened); err == nil {
 			return server, reset, nil
 		}

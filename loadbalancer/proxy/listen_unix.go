@@ -5,13 +5,18 @@ package proxy
 import "syscall"
 
 // listenerOptions sets, before listen(2), what every accepted socket
-// inherits: no Nagle delay, and urgent data inline, so that a byte sent
-// with MSG_OOB is passed on in its place in the stream rather than dropped.
+// inherits: no Nagle delay, urgent data inline, so that a byte sent with
+// MSG_OOB is passed on in its place in the stream rather than dropped, and
+// keep-alive probes after keepAliveIdle where the listener can pass them on
+// (listenerKeepAlive).
 func listenerOptions(_, _ string, c syscall.RawConn) error {
 	var err error
 	if cerr := c.Control(func(fd uintptr) {
 		if err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err == nil {
 			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1)
+		}
+		if err == nil {
+			err = listenerKeepAlive(int(fd))
 		}
 	}); cerr != nil {
 		return cerr

@@ -255,16 +255,17 @@ type loop struct {
 	outOfFDs  bool  // not accepting: out of descriptors (or memory)
 	retryAt   int64 // when to try again after running out of descriptors; 0 = not waiting
 
-	conns      []*conn     // every open connection, for idle checks
-	halfClosed []halfClose // FINs to pass on at the end of the batch
-	again      []pumpLater // flows with more to read after their turn
-	spareAgain []pumpLater // again's other buffer
-	dialing    []*conn     // connections waiting for their backend's answer
-	lingering  []*conn     // connections passing on a reset
-	fdWait     []*conn     // clients waiting for a descriptor, in order
-	nextCheck  int64       // earliest timer; 0 = none
-	nextIdle   int64       // next idle check; 0 = none
-	lastWarn   int64       // when warnLocal last logged
+	conns      []*conn           // every open connection, for idle checks
+	halfClosed []halfClose       // FINs to pass on at the end of the batch
+	again      []pumpLater       // flows with more to read after their turn
+	spareAgain []pumpLater       // again's other buffer
+	dialing    []*conn           // connections waiting for their backend's answer
+	lingering  []*conn           // connections passing on a reset
+	fdWait     []*conn           // clients waiting for a descriptor, in order
+	nextCheck  int64             // earliest timer; 0 = none
+	nextIdle   int64             // next idle check; 0 = none
+	lastWarn   int64             // when warnLocal last logged
+	zones      map[string]zoneID // IPv6 zones' interface indexes
 	// longestTurn is the most one flow moved in one turn: at most
 	// turnBudget (tests).
 	longestTurn int
@@ -465,19 +466,24 @@ func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
 		// FIN, or paused behind a full receiver): it ends the connection.
 		l.reset(c, x)
 	}
-	if ev&(syscall.EPOLLIN|syscall.EPOLLPRI|hangup) != 0 {
-		l.pump(c, from) // what the peer sent before anything else
+	if ev&(syscall.EPOLLIN|syscall.EPOLLPRI|hangup) != 0 && !from.queued {
+		l.pump(c, from) // what the peer sent before anything else (a queued flow goes on in its turn)
 	}
 	if ev&syscall.EPOLLOUT != 0 {
 		l.flush(c, to)
 	}
 }
 
-// register adds fd to the epoll set, edge-triggered, for both directions.
-func (l *loop) register(fd int, c *conn) syscall.Errno {
+// growSlots makes room in the slot table for descriptor fd.
+func (l *loop) growSlots(fd int) {
 	for fd >= len(l.slots) {
 		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
 	}
+}
+
+// register adds fd to the epoll set, edge-triggered, for both directions.
+func (l *loop) register(fd int, c *conn) syscall.Errno {
+	l.growSlots(fd)
 	l.gen++
 	l.slots[fd] = slot{gen: l.gen, c: c}
 	ev := syscall.EpollEvent{
@@ -498,6 +504,7 @@ func (l *loop) closeSocket(fd int) {
 // ---------------------------------------------------------------- accept
 
 func (l *loop) addListener(ln *listener) {
+	l.growSlots(ln.fd)
 	l.listeners = append(l.listeners, ln)
 	if l.watching || len(l.listeners) == 1 && !l.atCap && !l.outOfFDs {
 		l.watching = true
@@ -516,9 +523,6 @@ func (l *loop) removeListener(ln *listener) {
 // watch adds ln level-triggered, so a backlog left for the next batch is
 // reported again, and exclusive, so one new client wakes one loop.
 func (l *loop) watch(ln *listener) {
-	for ln.fd >= len(l.slots) {
-		l.slots = append(l.slots, make([]slot, max(len(l.slots), 64))...)
-	}
 	l.gen++
 	l.slots[ln.fd] = slot{gen: l.gen, ln: ln}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(ln.fd), Pad: int32(l.gen)}
@@ -569,11 +573,11 @@ func (l *loop) pauseAtCap() {
 }
 
 // slotWake: a slot freed for this loop. One that no longer waits (the
-// settings changed meanwhile) passes it on.
+// settings changed meanwhile) or cannot accept (out of descriptors) passes
+// it on.
 func (l *loop) slotWake() {
-	if !l.atCap {
+	if !l.atCap || l.outOfFDs {
 		l.eng.slotFreed()
-		return
 	}
 	l.resumeAtCap()
 }
@@ -677,8 +681,22 @@ func (l *loop) checkTimers() int {
 		l.nextIdle = 0
 		for i := 0; idle > 0 && i < len(l.conns); {
 			c := l.conns[i]
-			if c.b != nil && c.dialing < 0 && !c.lingering && l.now-c.last >= int64(idle) {
-				l.close(c, false) // moves the last one to i
+			if c.b != nil && c.dialing < 0 && c.lingering < 0 && l.now-c.last >= int64(idle) {
+				// A slow reader draining a socket's send queue is not idle,
+				// though it wakes no event: the queue moved since the last
+				// look.
+				q := unsent(c.client) + unsent(c.server)
+				if q > 0 && q != c.outq {
+					c.outq, c.last = q, l.now
+					i++
+					continue
+				}
+				// Bytes that a close would lose (in a buffer of the
+				// connection, or not yet read from a socket): the stream is
+				// cut, so a reset, not a FIN that would make it look
+				// complete. What a send queue holds still goes out.
+				cut := c.up.pending != nil || c.down.pending != nil || unread(c.client) > 0 || unread(c.server) > 0
+				l.close(c, cut) // moves the last one to i
 				continue
 			}
 			i++
@@ -696,8 +714,8 @@ func (l *loop) checkTimers() int {
 	return waitMillis(l.nextCheck - l.now)
 }
 
-// checkDials gives up the dials past their deadline: the backend failed,
-// the next try picks again.
+// checkDials gives up the dials past their deadline: the backend's next
+// address, or, with none left, another backend.
 func (l *loop) checkDials() {
 	for i := 0; i < len(l.dialing); {
 		c := l.dialing[i]
@@ -709,9 +727,11 @@ func (l *loop) checkDials() {
 		l.stopDialing(c) // moves the last one to i
 		l.closeSocket(c.server)
 		c.server = -1
-		l.backendFailed(c, "connect timeout after "+c.set.ConnectTimeout.String())
-		c.tries--
-		l.dial(c)
+		c.addr++
+		if l.connect(c, errConnectTimeout) == dialFailed {
+			c.tries--
+			l.dial(c)
+		}
 	}
 }
 
@@ -720,17 +740,13 @@ func (l *loop) checkDials() {
 func (l *loop) checkLingering() {
 	for i := 0; i < len(l.lingering); {
 		c := l.lingering[i]
-		if !c.closed && l.now >= c.deadline {
+		if l.now >= c.deadline {
 			l.abort(c)
 		} else {
 			l.settle(c)
 		}
 		if c.closed {
-			c.lingering = false
-			l.lingering[i] = l.lingering[len(l.lingering)-1]
-			l.lingering[len(l.lingering)-1] = nil
-			l.lingering = l.lingering[:len(l.lingering)-1]
-			continue
+			continue // close moved the last one to i
 		}
 		l.scheduleCheck(c.deadline)
 		i++

@@ -307,10 +307,16 @@ func TestAcceptedSocketsInheritTheListenersOptions(t *testing.T) {
 	for _, o := range []struct {
 		name         string
 		level, value int
-	}{{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY}, {"SO_OOBINLINE", syscall.SOL_SOCKET, syscall.SO_OOBINLINE}} {
+		want         int
+	}{
+		{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+		{"SO_OOBINLINE", syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1},
+		{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
+	} {
 		v, err := syscall.GetsockoptInt(nfd, o.level, o.value)
-		if err != nil || v == 0 {
-			t.Errorf("accepted socket: %s = %d, %v; want it set", o.name, v, err)
+		if err != nil || v != o.want {
+			t.Errorf("accepted socket: %s = %d, %v; want %d", o.name, v, err, o.want)
 		}
 	}
 }

@@ -91,6 +91,16 @@ type Stats struct {
 	// LogsDropped counts log lines of the data path dropped because the log
 	// sink was slower than they came.
 	LogsDropped uint64 `json:"logs_dropped"`
+	// Retries counts dials that followed a failed dial of the same client
+	// connection: to the backend's next address, or to another backend.
+	Retries uint64 `json:"retries"`
+	// MaxConnections is the cap in force; 0 = none.
+	MaxConnections int64 `json:"max_connections"`
+	// AcceptHeldBack is true while an accept is held back at the cap, until
+	// a slot frees: clients wait in the kernel backlog (how many is not
+	// known cheaply; an event loop that filled the cap in one burst asks
+	// for one more slot before it knows whether another client is there).
+	AcceptHeldBack bool `json:"accept_held_back"`
 }
 
 // engine moves the bytes. It owns the connections it accepts: only it
@@ -127,6 +137,7 @@ type Server struct {
 	aborts      atomic.Uint64
 	waitedFDs   atomic.Uint64
 	logsDropped atomic.Uint64
+	retries     atomic.Uint64 // dials after a failed one (Stats.Retries)
 	retryStart  atomic.Uint64 // rotates the retries' fallback scan
 	closing     atomic.Bool
 	conns       sync.WaitGroup
@@ -171,6 +182,9 @@ func (s *Server) Stats() Stats {
 		Aborts:               s.aborts.Load(),
 		WaitedForDescriptors: s.waitedFDs.Load(),
 		LogsDropped:          s.logsDropped.Load(),
+		Retries:              s.retries.Load(),
+		MaxConnections:       s.gate.limit.Load(),
+		AcceptHeldBack:       s.gate.heldBack(),
 	}
 }
 
@@ -182,7 +196,17 @@ const (
 	// fdWaitTimeout bounds how long an accepted client waits for a
 	// descriptor for its backend connection when this host has none.
 	fdWaitTimeout = 30 * time.Second
+	// keepAliveIdle is when TCP keep-alive probes start on a quiet
+	// connection (both sides): a peer whose host vanished without a reset
+	// (a crash, a NAT that dropped the flow) then ends its connection after
+	// the kernel's probes fail, instead of holding its slot forever. Long,
+	// so that it costs nothing on live connections.
+	keepAliveIdle = 5 * time.Minute
 )
+
+// keepAlive is keepAliveIdle for the goroutine engine's sockets (Go's
+// settings; the kernel's interval and count).
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: -1, Count: -1}
 
 // backlogGrace is how long a stopping listener keeps accepting what is
 // already in its kernel backlog: closing it at once would reset connections
@@ -288,22 +312,37 @@ func (w *idleWatch) notify(b *backend.Backend) {
 	delete(w.chans, b)
 }
 
-// asyncLog returns a logger whose lines are written by a goroutine of their
-// own, so that a full log pipe never stalls an event loop; beyond
-// maxLogsInFlight lines waiting, lines are dropped and counted.
+// asyncLog returns a logger whose lines are written, in order, by a
+// goroutine of their own, so that a full log pipe never stalls an event
+// loop; beyond maxLogsInFlight lines waiting, lines are dropped and counted.
+// The writer runs only while lines wait, so nothing is left running.
 func asyncLog(log *slog.Logger, dropped *atomic.Uint64) *slog.Logger {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return slog.New(&asyncHandler{next: log.Handler(), inFlight: make(chan struct{}, maxLogsInFlight), dropped: dropped})
+	return slog.New(&asyncHandler{next: log.Handler(), q: &logQueue{dropped: dropped}})
 }
 
 const maxLogsInFlight = 64
 
 type asyncHandler struct {
-	next     slog.Handler
-	inFlight chan struct{}
-	dropped  *atomic.Uint64
+	next slog.Handler
+	q    *logQueue
+}
+
+// logQueue holds the lines waiting for the writer, shared by a handler and
+// those made from it (WithAttrs, WithGroup).
+type logQueue struct {
+	mu      sync.Mutex
+	lines   []logLine
+	writing bool
+	dropped *atomic.Uint64
+}
+
+type logLine struct {
+	h   slog.Handler
+	ctx context.Context
+	r   slog.Record
 }
 
 func (h *asyncHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -311,26 +350,44 @@ func (h *asyncHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *asyncHandler) Handle(ctx context.Context, r slog.Record) error {
-	select {
-	case h.inFlight <- struct{}{}:
-	default:
-		h.dropped.Add(1)
+	q := h.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.lines) >= maxLogsInFlight {
+		q.dropped.Add(1)
 		return nil
 	}
-	r = r.Clone()
-	go func() {
-		defer func() { <-h.inFlight }()
-		h.next.Handle(context.WithoutCancel(ctx), r)
-	}()
+	q.lines = append(q.lines, logLine{h.next, context.WithoutCancel(ctx), r.Clone()})
+	if !q.writing {
+		q.writing = true
+		go q.write()
+	}
 	return nil
 }
 
+// write writes the waiting lines in order and returns when none is left.
+func (q *logQueue) write() {
+	for {
+		q.mu.Lock()
+		if len(q.lines) == 0 {
+			q.writing = false
+			q.mu.Unlock()
+			return
+		}
+		l := q.lines[0]
+		q.lines[0] = logLine{}
+		q.lines = q.lines[1:]
+		q.mu.Unlock()
+		l.h.Handle(l.ctx, l.r)
+	}
+}
+
 func (h *asyncHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &asyncHandler{next: h.next.WithAttrs(as), inFlight: h.inFlight, dropped: h.dropped}
+	return &asyncHandler{next: h.next.WithAttrs(as), q: h.q}
 }
 
 func (h *asyncHandler) WithGroup(name string) slog.Handler {
-	return &asyncHandler{next: h.next.WithGroup(name), inFlight: h.inFlight, dropped: h.dropped}
+	return &asyncHandler{next: h.next.WithGroup(name), q: h.q}
 }
 
 // pick chooses a backend for a connection whose dials to the backends in
@@ -369,6 +426,9 @@ type gate struct {
 	limit    atomic.Int64 // 0 = no cap
 	atCap    atomic.Int64 // ns spent with an accept held back by the cap
 	capSince atomic.Int64 // unix ns since an accept is held back; 0 = none is
+	// heldSince is capSince for the figures: it ends when a slot frees, not
+	// at the next accept (which may come much later when nobody waited).
+	heldSince atomic.Int64
 	// onFree runs when a slot frees or the cap is raised while an accept is
 	// held back, so that the engine accepts again.
 	onFree func()
@@ -376,6 +436,9 @@ type gate struct {
 
 func (g *gate) setLimit(n int64) {
 	g.limit.Store(n)
+	if n == 0 || g.active.Load() < n {
+		g.endHold()
+	}
 	if g.capSince.Load() != 0 {
 		g.onFree()
 	}
@@ -387,7 +450,9 @@ func (g *gate) tryAcquire() bool {
 	for {
 		n, lim := g.active.Load(), g.limit.Load()
 		if lim > 0 && n >= lim {
-			g.capSince.CompareAndSwap(0, time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			g.capSince.CompareAndSwap(0, now)
+			g.heldSince.CompareAndSwap(0, now)
 			// A release or a raised cap between the check and the mark saw
 			// no one held back and woke no one: look again after marking.
 			if g.active.Load() < g.limit.Load() {
@@ -396,9 +461,8 @@ func (g *gate) tryAcquire() bool {
 			return false
 		}
 		if g.active.CompareAndSwap(n, n+1) {
-			if since := g.capSince.Swap(0); since != 0 {
-				g.atCap.Add(time.Now().UnixNano() - since)
-			}
+			g.capSince.Store(0)
+			g.endHold()
 			return true
 		}
 	}
@@ -407,7 +471,22 @@ func (g *gate) tryAcquire() bool {
 // release frees a slot: the connection ended, or none was accepted.
 func (g *gate) release() {
 	g.active.Add(-1)
+	g.endHold()
 	if g.capSince.Load() != 0 {
 		g.onFree()
 	}
 }
+
+// endHold ends the time an accept was held back, if it was: a slot freed
+// or was taken.
+func (g *gate) endHold() {
+	if g.heldSince.Load() == 0 {
+		return
+	}
+	if since := g.heldSince.Swap(0); since != 0 {
+		g.atCap.Add(time.Now().UnixNano() - since)
+	}
+}
+
+// heldBack reports whether an accept is held back at the cap now.
+func (g *gate) heldBack() bool { return g.heldSince.Load() != 0 }

@@ -213,6 +213,51 @@ func TestNoEligibleBackendClosesTheClient(t *testing.T) {
 	waitFor(t, func() bool { return h.srv.Stats().NoBackend == 1 })
 }
 
+// A dial that moves on to another backend after a failure is a retry, and
+// only that: a refused backend with retries 1 counts one.
+func TestRetriesAreCounted(t *testing.T) {
+	roundTrip := func(t *testing.T, addr string) string {
+		c := dialClient(t, addr)
+		io.WriteString(c, "x")
+		c.CloseWrite()
+		reply, _ := io.ReadAll(c)
+		return string(reply)
+	}
+	t.Run("refused, then served by another", func(t *testing.T) {
+		h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, deadAddress(t), server(t, replyAfterEOF))
+		for i := range 4 { // round robin: one of the first two goes to the dead backend first
+			if reply := roundTrip(t, h.addr); reply != "got 1 bytes: X" {
+				t.Fatalf("connection %d: reply %q", i, reply)
+			}
+		}
+		if st := h.srv.Stats(); st.Retries != 1 || st.NoBackend != 0 {
+			t.Fatalf("stats %+v, want 1 retry", st)
+		}
+	})
+	t.Run("refused, no retry allowed", func(t *testing.T) {
+		h := start(t, Settings{Passive: markDownAtOnce}, deadAddress(t))
+		if reply := roundTrip(t, h.addr); reply != "" {
+			t.Fatalf("reply %q with no backend", reply)
+		}
+		waitFor(t, func() bool { return h.srv.Stats().NoBackend == 1 })
+		if st := h.srv.Stats(); st.Retries != 0 {
+			t.Fatalf("stats %+v, want no retry", st)
+		}
+	})
+	t.Run("every backend refused", func(t *testing.T) {
+		h := start(t, Settings{Retries: 3, Passive: markDownAtOnce}, deadAddress(t), deadAddress(t))
+		if reply := roundTrip(t, h.addr); reply != "" {
+			t.Fatalf("reply %q with no backend", reply)
+		}
+		waitFor(t, func() bool { return h.srv.Stats().NoBackend == 1 })
+		// The second backend is a retry; a third try finds no backend left
+		// untried, and no dial is no retry.
+		if st := h.srv.Stats(); st.Retries != 1 {
+			t.Fatalf("stats %+v, want 1 retry", st)
+		}
+	})
+}
+
 func TestMaxConnectionsHoldsNewClientsInTheBacklog(t *testing.T) {
 	h := start(t, Settings{MaxConnections: 2}, server(t, func(c net.Conn) { io.Copy(c, c) }))
 	first, second := dialClient(t, h.addr), dialClient(t, h.addr)
@@ -225,6 +270,9 @@ func TestMaxConnectionsHoldsNewClientsInTheBacklog(t *testing.T) {
 	if n, err := third.Read(make([]byte, 4)); err == nil {
 		t.Fatalf("third connection answered (%d bytes) while at the cap", n)
 	}
+	if st := h.srv.Stats(); !st.AcceptHeldBack || st.MaxConnections != 2 {
+		t.Fatalf("stats %+v while a client waits at the cap", st)
+	}
 	first.Close()
 	third.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4)
@@ -234,6 +282,8 @@ func TestMaxConnectionsHoldsNewClientsInTheBacklog(t *testing.T) {
 	if st := h.srv.Stats(); st.AtCap < 100*time.Millisecond {
 		t.Fatalf("time at cap %v, want at least the 200ms the third client waited", st.AtCap)
 	}
+	second.Close()
+	waitFor(t, func() bool { return !h.srv.Stats().AcceptHeldBack })
 }
 
 func echo(t *testing.T, c net.Conn, msg string) {
@@ -327,16 +377,60 @@ func TestGateNeverLosesAWakeUp(t *testing.T) {
 	}
 }
 
+// The time at the cap ends when a slot frees, not at the next accept: a
+// cap reached by the last client of a burst must not count the quiet time
+// after it.
+func TestGateHoldEndsWhenASlotFrees(t *testing.T) {
+	g := &gate{onFree: func() {}}
+	g.setLimit(1)
+	if !g.tryAcquire() || g.heldBack() {
+		t.Fatal("the first slot was not taken")
+	}
+	if g.tryAcquire() || !g.heldBack() {
+		t.Fatal("an accept past the cap was not held back")
+	}
+	g.release()
+	if g.heldBack() {
+		t.Fatal("still held back after a slot freed")
+	}
+	atCap := g.atCap.Load()
+	if !g.tryAcquire() || g.atCap.Load() != atCap {
+		t.Fatalf("time at cap grew from %v to %v after the hold ended", time.Duration(atCap), time.Duration(g.atCap.Load()))
+	}
+	if g.tryAcquire() || !g.heldBack() {
+		t.Fatal("an accept past the cap was not held back")
+	}
+	g.setLimit(0)
+	if g.heldBack() {
+		t.Fatal("still held back after the cap was lifted")
+	}
+}
+
 // blockingHandler is a log sink that takes no line until released, like a
 // full pipe.
 type blockingHandler struct {
+	entered chan struct{} // a line reached the sink
 	release chan struct{}
 	got     atomic.Int64
+	mu      sync.Mutex
+	order   []int64 // the "i" of each line written, in order
 }
 
 func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *blockingHandler) Handle(context.Context, slog.Record) error {
+func (h *blockingHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
 	<-h.release
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "i" {
+			h.mu.Lock()
+			h.order = append(h.order, a.Value.Int64())
+			h.mu.Unlock()
+		}
+		return true
+	})
 	h.got.Add(1)
 	return nil
 }
@@ -346,15 +440,17 @@ func (h *blockingHandler) WithGroup(string) slog.Handler      { return h }
 // The data path never waits for its log sink: lines beyond what may wait
 // are dropped and counted, and a proxy whose log is stuck still serves.
 func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
-	sink := &blockingHandler{release: make(chan struct{})}
+	sink := &blockingHandler{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	var dropped atomic.Uint64
 	log := asyncLog(slog.New(sink), &dropped)
-	const lines = maxLogsInFlight + 10
-	for i := range lines {
+	log.Warn("line", "i", 0)
+	<-sink.entered // the writer holds line 0; the next ones wait
+	const lines = 1 + maxLogsInFlight + 10
+	for i := 1; i < lines; i++ {
 		log.Warn("line", "i", i) // returns at once although nothing is written
 	}
-	if got := dropped.Load(); got != lines-maxLogsInFlight {
-		t.Fatalf("dropped %d lines, want %d", got, lines-maxLogsInFlight)
+	if got := dropped.Load(); got != 10 {
+		t.Fatalf("dropped %d lines, want 10", got)
 	}
 
 	// A proxy whose log is stuck: a failed dial marks a backend down (a log
@@ -381,8 +477,15 @@ func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
 	if pool[0].Up() {
 		t.Fatal("the dead backend is not marked down")
 	}
-	close(sink.release) // the lines waiting are written, and their goroutines end (goleak)
-	waitFor(t, func() bool { return sink.got.Load() >= maxLogsInFlight })
+	close(sink.release) // the lines waiting are written, and the writers end (goleak)
+	waitFor(t, func() bool { return sink.got.Load() >= 1+maxLogsInFlight })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for i, n := range sink.order[:1+maxLogsInFlight] {
+		if n != int64(i) {
+			t.Fatalf("line %d written as the %dth: lines out of order: %v", n, i, sink.order)
+		}
+	}
 }
 
 // always is a strategy that picks one backend whenever it is eligible.

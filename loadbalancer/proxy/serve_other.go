@@ -160,6 +160,9 @@ func (e *goEngine) serve(ctx context.Context, ln *net.TCPListener) error {
 		// client must not hold one) and before the next: at the cap this
 		// loop holds one accepted client and the rest wait in the backlog.
 		c, err := ln.AcceptTCP()
+		if err == nil {
+			c.SetKeepAliveConfig(keepAlive) // a client host that vanished ends its connection
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil // the grace deadline passed, or ln was closed

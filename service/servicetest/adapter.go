@@ -17,7 +17,7 @@ type RunFunc func(ctx context.Context, cfg service.Config) error
 
 // Adapter runs every check on one adapter's Serve and Run, each as a
 // subtest: the conformance suite (Run) against a server named name+"-worker",
-// Shutdown, BadConfig and RunOnAddress. name is the adapter's framework, e.g.
+// Shutdown, BadConfig, RunOnAddress and Observer. name is the adapter's framework, e.g.
 // "echo":
 //
 //	func TestAdapter(t *testing.T) { servicetest.Adapter(t, workerx.Framework, workerx.Serve, workerx.Run) }
@@ -26,6 +26,7 @@ func Adapter(t *testing.T, name string, serve ServeFunc, run RunFunc) {
 	t.Run("graceful shutdown", func(t *testing.T) { Shutdown(t, serve) })
 	t.Run("bad config", func(t *testing.T) { BadConfig(t, serve) })
 	t.Run("run", func(t *testing.T) { RunOnAddress(t, run) })
+	t.Run("request observer", func(t *testing.T) { Observer(t, serve) })
 }
 
 // BadConfig checks that serve refuses an invalid configuration (a negative

@@ -42,7 +42,7 @@ func referenceHandler(cfg service.Config) (http.Handler, error) {
 		}
 		w.WriteHeader(res.Status)
 		_, _ = w.Write(res.Body)
-		svc.EndRequest(r.URL.Path, res.Status, start)
+		svc.EndRequest(r.Method, r.URL.Path, res.Status, start)
 	}), nil
 }
 
