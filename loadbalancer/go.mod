@@ -6,7 +6,7 @@ replace github.com/lemonade-lb/lemonade/observability => ../observability
 
 require (
 	github.com/fsnotify/fsnotify v1.9.0
-	github.com/go-viper/mapstructure/v2 v2.4.0
+	github.com/go-viper/mapstructure/v2 v2.5.0
 	github.com/lemonade-lb/lemonade/observability v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/viper v1.21.0

@@ -52,8 +52,11 @@ type Config struct {
 	// strategy is in use so a later switch to adaptive cannot fail.
 	Adaptive strategy.AdaptiveWeights `mapstructure:"adaptive"`
 
-	// OTLPEndpoint and OTLPProtocol configure OpenTelemetry export; an empty
-	// endpoint disables it. OTLPProtocol is one of OTLPProtocols (default grpc).
+	// OTLPEndpoint and OTLPProtocol configure OpenTelemetry export of the
+	// metrics (observability/otel); an empty endpoint disables it.
+	// OTLPEndpoint is HOST:PORT, http://HOST:PORT[/PATH] or
+	// https://HOST[:PORT][/PATH] (endpoint.Parse); OTLPProtocol is one of
+	// OTLPProtocols (default grpc). Both are read at start.
 	OTLPEndpoint string `mapstructure:"otlp_endpoint"`
 	OTLPProtocol string `mapstructure:"otlp_protocol"`
 }
@@ -129,12 +132,12 @@ type Passive struct {
 	FailDuration time.Duration `mapstructure:"fail_duration"`
 }
 
-// Metrics is the seed's metrics section: how often the per-backend metrics
-// are collected into the snapshot the admin listener serves, and the bound on
-// one collection round.
+// Metrics is the seed's metrics section. It times the OTLP metric export
+// (otlp_endpoint); /metrics needs neither key, since it reads the live
+// figures at each scrape. Both are read at start.
 type Metrics struct {
-	Interval time.Duration `mapstructure:"interval"` // default 10s
-	Timeout  time.Duration `mapstructure:"timeout"`  // default 2s
+	Interval time.Duration `mapstructure:"interval"` // between two OTLP exports; default 10s
+	Timeout  time.Duration `mapstructure:"timeout"`  // bound on one OTLP export; default 2s
 }
 
 // Admin configures the admin/metrics HTTP listener; empty address disables it.

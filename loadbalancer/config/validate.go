@@ -12,6 +12,7 @@ import (
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
 )
 
 // ErrInvalid is wrapped by every error Load, Parse and Validate return, so
@@ -192,6 +193,11 @@ func (c *Config) problems() []problem {
 	}
 
 	oneOf("otlp_protocol", c.OTLPProtocol, OTLPProtocols)
+	if c.OTLPEndpoint != "" && slices.Contains(OTLPProtocols, c.OTLPProtocol) {
+		if _, err := endpoint.Parse(c.OTLPEndpoint, c.OTLPProtocol); err != nil {
+			add("otlp_endpoint", "%q: %v", c.OTLPEndpoint, err)
+		}
+	}
 	return ps
 }
 

@@ -61,6 +61,7 @@ const (
 	flowReset            // the source reset
 	flowDstReset         // a write failed: the destination reset
 	flowIdle             // the idle timeout
+	flowIdleCut          // the idle timeout, with bytes read and not delivered
 	flowClosed           // the connection was ended meanwhile
 )
 
@@ -452,11 +453,12 @@ func (c *goConn) resetSeen(x int) {
 	c.settle()
 }
 
-// idleEnd closes an idle c (resets it if it is being aborted anyway).
-func (c *goConn) idleEnd() {
+// idleEnd closes an idle c: reset when bytes would be lost (cut) or it is
+// being aborted anyway.
+func (c *goConn) idleEnd(cut bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.end(c.gone[atClient] || c.gone[atServer])
+	c.end(cut || c.gone[atClient] || c.gone[atServer])
 }
 
 // abandon: the client's socket failed while its backend was dialled: the
@@ -536,7 +538,9 @@ func (f *goFlow) run(chunk *[]byte, n int, rerr error) {
 	case flowDstReset:
 		c.intoFailed(1 - f.from)
 	case flowIdle:
-		c.idleEnd()
+		c.idleEnd(false)
+	case flowIdleCut:
+		c.idleEnd(true)
 	}
 }
 
@@ -596,7 +600,7 @@ func (f *goFlow) write(p []byte) flowEnd {
 			f.c.resetSeen(f.from)
 		}
 		if !f.armWrite() {
-			return flowIdle
+			return flowIdleCut // a FIN would make the cut stream look complete
 		}
 	}
 }
@@ -664,7 +668,7 @@ func (f *goFlow) watch() {
 		switch {
 		case isTimeout(err):
 			if !f.rearmRead() {
-				f.c.idleEnd()
+				f.c.idleEnd(false)
 				return
 			}
 		case isClosed(err):

@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,9 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
-	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
 
 func openFDs(t *testing.T) int {
@@ -84,127 +80,6 @@ func TestManyConnectionsAcrossLoops(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("%d loops running, want 3", n)
 	}
-}
-
-func TestConnectTimeoutTriesAnotherBackend(t *testing.T) {
-	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
-	h := start(t, Settings{Retries: 1, ConnectTimeout: 200 * time.Millisecond, Passive: markDownAtOnce}, stuck, live)
-	begin := time.Now()
-	c := dialClient(t, h.addr)
-	io.WriteString(c, "x")
-	c.CloseWrite()
-	if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
-		t.Fatalf("reply %q", reply)
-	}
-	took := time.Since(begin)
-	s := h.pool[0].Snapshot()
-	if s.Up || s.ConnectFailures != 1 || !strings.Contains(s.LastReason, "timeout") {
-		t.Fatalf("stuck backend %+v: want down after one timed-out dial", s)
-	}
-	if took < 150*time.Millisecond || took > 3*time.Second {
-		t.Fatalf("served after %v: want just after the 200ms connect timeout", took)
-	}
-}
-
-// A reload that turns the idle timeout on reaches connections already open
-// and idle, in a loop asleep with nothing else to do.
-func TestIdleTimeoutSetLaterReachesOpenConnections(t *testing.T) {
-	h := start(t, Settings{EventLoops: 1}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	c := dialClient(t, h.addr)
-	echo(t, c, "ping")
-	time.Sleep(200 * time.Millisecond)
-	h.srv.SetSettings(Settings{EventLoops: 1, IdleTimeout: 100 * time.Millisecond})
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("idle connection still open after the idle timeout was set: %d, %v", n, err)
-	}
-}
-
-// A client that reads slowly but steadily is not idle, even while nothing
-// more comes from it: bytes moving toward it count as activity.
-func TestSlowReaderIsNotIdle(t *testing.T) {
-	const total = 1 << 20
-	h := start(t, Settings{IdleTimeout: 300 * time.Millisecond}, server(t, func(c net.Conn) {
-		c.Write(make([]byte, total))
-		io.Copy(io.Discard, c)
-	}))
-	c := dialClient(t, h.addr)
-	c.SetReadBuffer(4096)
-	buf := make([]byte, 4096)
-	for begin := time.Now(); time.Since(begin) < 1200*time.Millisecond; {
-		if _, err := c.Read(buf); err != nil {
-			t.Fatalf("closed after %v while reading steadily: %v", time.Since(begin), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// A reload between two tries counts: the retry picks from the table in
-// force, not from the one the client arrived under.
-func TestRetryPicksFromTheCurrentTable(t *testing.T) {
-	stuck, live := stuckAddress(t), server(t, replyAfterEOF)
-	h := start(t, Settings{Retries: 2, ConnectTimeout: 300 * time.Millisecond}, stuck)
-	c := dialClient(t, h.addr)
-	io.WriteString(c, "x")
-	c.CloseWrite()
-	waitFor(t, func() bool { return h.pool[0].Active() == 1 }) // dialing the stuck one
-	h.srv.SetTable(&Table{Backends: []*backend.Backend{backend.New(1, "new", live, 1)}, Strategy: &strategy.RoundRobin{}})
-	h.pool[0].Drain() // as a reload does for a removed backend
-	if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
-		t.Fatalf("reply %q (stats %+v): the new table has a live backend", reply, h.srv.Stats())
-	}
-}
-
-// A drain's end (Backend.CloseAll) also ends a connection still dialing that
-// backend, at once.
-func TestCloseAllEndsAConnectionStillDialing(t *testing.T) {
-	h := start(t, Settings{ConnectTimeout: 10 * time.Second}, stuckAddress(t))
-	c := dialClient(t, h.addr)
-	waitFor(t, func() bool { return h.pool[0].Active() == 1 })
-	if n := h.srv.CloseBackend(h.pool[0]); n != 1 {
-		t.Fatalf("CloseAll closed %d connections, want the dialing one", n)
-	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("client still connected after CloseAll: %v", err)
-	}
-	waitFor(t, func() bool { return h.pool[0].Active() == 0 && h.srv.Stats().Active == 0 })
-}
-
-// A backend that accepts and resets at once did connect: the client sees
-// the reset (at its connect or its first read), and the backend is not
-// marked down for a failed dial.
-func TestBackendThatResetsAfterAcceptIsNotADialFailure(t *testing.T) {
-	h := start(t, Settings{Passive: markDownAtOnce}, server(t, func(c net.Conn) { c.(*net.TCPConn).SetLinger(0) }))
-	for i := range 30 {
-		c, err := net.Dial("tcp", h.addr)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			_, err = io.Copy(io.Discard, c)
-			c.Close()
-		}
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("connection %d: %v, want the backend's reset passed on", i, err)
-		}
-	}
-	if s := h.pool[0].Snapshot(); s.ConnectFailures != 0 || !s.Up {
-		t.Fatalf("backend after 30 accepted-then-reset connections: %+v", s)
-	}
-}
-
-func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
-	h := start(t, Settings{IdleTimeout: 150 * time.Millisecond}, server(t, func(c net.Conn) { io.Copy(c, c) }))
-	busy, quiet := dialClient(t, h.addr), dialClient(t, h.addr)
-	echo(t, quiet, "q")
-	for range 6 { // 360ms of traffic, longer than the idle timeout
-		echo(t, busy, "b")
-		time.Sleep(60 * time.Millisecond)
-	}
-	quiet.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := quiet.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("quiet connection still open: %d, %v", n, err)
-	}
-	echo(t, busy, "still here")
 }
 
 // One bulk transfer does not monopolise its loop: each flow moves at most
