@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,6 +10,7 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+	"github.com/lemonade-lb/lemonade/observability/otel"
 )
 
 // LoadBalancerCmd runs the balancer.
@@ -35,12 +37,39 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	// Before anything starts: a bad OTLP setting is a usage error. Without
+	// otlp_endpoint, tel is nil and nothing is built.
+	version, _ := buildVersion()
+	tel, err := otel.Setup(context.Background(), otel.Settings{
+		Endpoint:       cfg.OTLPEndpoint,
+		Protocol:       cfg.OTLPProtocol,
+		ServiceName:    "lemonade-lb",
+		ServiceVersion: version,
+		Interval:       cfg.Metrics.Interval,
+		Timeout:        cfg.Metrics.Timeout,
+		Logger:         log,
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("otlp_endpoint %q (otlp_protocol %s): %w", cfg.OTLPEndpoint, cfg.OTLPProtocol, err)}
+	}
+	// Deferred first, so it runs last: the final export sees every
+	// connection closed by the drain.
+	defer flushOTLP(log, tel, cfg.Metrics.Timeout)
+
 	ctx, stop := signalContext(log)
 	defer stop()
 
 	b, err := loadbalancer.Start(ctx, log, cfg)
 	if err != nil {
 		return err
+	}
+	if tel != nil {
+		if err := balancerInstruments(tel.Meter(), b); err != nil {
+			stop()
+			<-b.Done()
+			return fmt.Errorf("OpenTelemetry instruments: %w", err)
+		}
+		log.Info("exporting metrics over OTLP", "endpoint", cfg.OTLPEndpoint, "protocol", cfg.OTLPProtocol, "interval", cfg.Metrics.Interval)
 	}
 	if cfg.Admin.ListenAddress != "" {
 		srv, err := admin.Start(ctx, log, cfg.Admin.ListenAddress, b)

@@ -13,6 +13,7 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/observability/otel"
+	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
 )
 
 // The balancer's OTLP metric names. A collector's Prometheus exporter turns
@@ -148,4 +149,12 @@ func flushOTLP(log *slog.Logger, tel *otel.Telemetry, timeout time.Duration) {
 	if err := tel.Shutdown(ctx); err != nil {
 		log.Warn("OpenTelemetry: the last export failed", "error", err)
 	}
+}
+
+// protocolName is the protocol in force: empty means gRPC.
+func protocolName(p string) string {
+	if p == "" {
+		return endpoint.GRPC
+	}
+	return p
 }

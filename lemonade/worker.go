@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sort"
 
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/lemonade-lb/lemonade/observability/otel"
 	"github.com/lemonade-lb/lemonade/service"
 	workerecho "github.com/lemonade-lb/lemonade/worker-echo"
 	workerfasthttp "github.com/lemonade-lb/lemonade/worker-fasthttp"
@@ -62,6 +66,29 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	// A span and the request metrics per request, once in the service core
+	// for every framework; without an endpoint nothing is built.
+	version, _ := buildVersion()
+	tel, err := otel.Setup(context.Background(), otel.Settings{
+		Endpoint:       cfg.OTLPEndpoint,
+		Protocol:       cfg.OTLPProtocol,
+		ServiceName:    cfg.ServiceName,
+		ServiceVersion: version,
+		Attributes:     []attribute.KeyValue{attribute.String(otel.AttrFramework, c.Framework)},
+		Traces:         true,
+		Logger:         log,
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("invalid OTLP endpoint %q: %w", cfg.OTLPEndpoint, err)}
+	}
+	defer flushOTLP(log, tel, 0) // after the server stopped: its last requests go too
+	if tel != nil {
+		obs, err := otel.NewHTTP(tel, c.Framework)
+		if err != nil {
+			return fmt.Errorf("OpenTelemetry instruments: %w", err)
+		}
+		cfg.Observer = obs
+	}
 	ln, err := service.Listen(cfg.ListenAddress)
 	if err != nil {
 		return err
@@ -69,6 +96,9 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	ctx, stop := signalContext(log)
 	defer stop()
 	log.Info("worker started", "framework", c.Framework, "address", ln.Addr().String(), "name", cfg.ServiceName, "delay", cfg.WorkDelay)
+	if tel != nil {
+		log.Info("exporting spans and request metrics over OTLP", "endpoint", cfg.OTLPEndpoint, "protocol", protocolName(cfg.OTLPProtocol))
+	}
 	if err := frameworks[c.Framework](ctx, ln, cfg); err != nil {
 		return err
 	}

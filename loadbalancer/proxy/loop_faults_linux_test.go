@@ -2,9 +2,9 @@
 
 package proxy
 
-// Adversarial review of the Linux engine: each test here fails while the
-// bug it names is in the code. Real loopback sockets, no sleeps to
-// synchronise (polls and deadlines), bounded.
+// Faults an adversarial review of the Linux engine found: each test failed
+// while the bug it names was in the code. Real loopback sockets, no sleeps
+// to synchronise (polls and deadlines), bounded.
 
 import (
 	"context"
@@ -20,21 +20,21 @@ import (
 	"time"
 )
 
-// reviewChildEnv names the test a re-executed test binary runs for real
+// childTestEnv names the test a re-executed test binary runs for real
 // (one whose failure is a crash of the whole process).
-const reviewChildEnv = "LEMONADE_PROXY_REVIEW_CHILD"
+const childTestEnv = "LEMONADE_PROXY_TEST_CHILD"
 
 // inChild runs name's body in a child process (this test binary again) and
 // fails t with the child's output if the child fails or crashes. It
 // reports true in the child, where the caller runs the body itself.
 func inChild(t *testing.T, name string) bool {
-	if os.Getenv(reviewChildEnv) == name {
+	if os.Getenv(childTestEnv) == name {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+name+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), reviewChildEnv+"="+name)
+	cmd.Env = append(os.Environ(), childTestEnv+"="+name)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		lines := strings.Split(string(out), "\n")
@@ -51,8 +51,8 @@ func inChild(t *testing.T, name string) bool {
 // listener's descriptor; removing the listener then (a listen-address
 // reload or a shutdown while still at the cap) indexes l.slots[ln.fd] out
 // of range: the loop's goroutine panics and takes the whole balancer down.
-func TestReviewListenerAddedAndRemovedAtTheCapDoesNotCrash(t *testing.T) {
-	const name = "TestReviewListenerAddedAndRemovedAtTheCapDoesNotCrash"
+func TestListenerAddedAndRemovedAtTheCapDoesNotCrash(t *testing.T) {
+	const name = "TestListenerAddedAndRemovedAtTheCapDoesNotCrash"
 	if !inChild(t, name) {
 		return
 	}
@@ -108,7 +108,7 @@ func TestReviewListenerAddedAndRemovedAtTheCapDoesNotCrash(t *testing.T) {
 // closed, until the loop's next timer pass, which reset() scheduled 2 s
 // (abortLinger) ahead: on a loop with no other timer, every reset of the
 // last 2 s is held there (its *conn and all), and each pass walks them all.
-func TestReviewClosedConnectionsLeaveTheLingeringList(t *testing.T) {
+func TestClosedConnectionsLeaveTheLingeringList(t *testing.T) {
 	h := start(t, Settings{EventLoops: 1}, server(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(peerDeadline))
 		io.ReadFull(c, make([]byte, 1))
@@ -146,7 +146,7 @@ func TestReviewClosedConnectionsLeaveTheLingeringList(t *testing.T) {
 // descriptor: out of descriptors it fails, sockaddr reports EINVAL ("a zone
 // that is no interface here"), and the backend is blamed for a failed dial
 // (passive health) instead of the client waiting for a descriptor.
-func TestReviewZonedAddressIsNotLookedUpPerConnection(t *testing.T) {
+func TestZonedAddressIsNotLookedUpPerConnection(t *testing.T) {
 	srv := New(nil, nil, Settings{})
 	l, err := newLoop(srv)
 	if err != nil {
@@ -168,8 +168,8 @@ func TestReviewZonedAddressIsNotLookedUpPerConnection(t *testing.T) {
 // connection (see above) is the first to fail, sockaddr reports EINVAL ("a
 // zone that is no interface here"), and the backend takes the blame: a
 // failed dial, passive health, marked down; the client is closed.
-func TestReviewOutOfDescriptorsAZonedBackendIsNotBlamed(t *testing.T) {
-	const name = "TestReviewOutOfDescriptorsAZonedBackendIsNotBlamed"
+func TestOutOfDescriptorsAZonedBackendIsNotBlamed(t *testing.T) {
+	const name = "TestOutOfDescriptorsAZonedBackendIsNotBlamed"
 	if !inChild(t, name) {
 		return
 	}
