@@ -41,13 +41,14 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	// otlp_endpoint, tel is nil and nothing is built.
 	version, _ := buildVersion()
 	tel, err := otel.Setup(context.Background(), otel.Settings{
-		Endpoint:       cfg.OTLPEndpoint,
-		Protocol:       cfg.OTLPProtocol,
-		ServiceName:    "lemonade-lb",
-		ServiceVersion: version,
-		Interval:       cfg.Metrics.Interval,
-		Timeout:        cfg.Metrics.Timeout,
-		Logger:         log,
+		Endpoint:          cfg.OTLPEndpoint,
+		Protocol:          cfg.OTLPProtocol,
+		ServiceName:       "lemonade-lb",
+		ServiceVersion:    version,
+		ServiceInstanceID: instanceID(cfg.Proxy.ListenAddress),
+		Interval:          cfg.Metrics.Interval,
+		Timeout:           cfg.Metrics.Timeout,
+		Logger:            log,
 	})
 	if err != nil {
 		return usageError{fmt.Errorf("otlp_endpoint %q (otlp_protocol %s): %w", cfg.OTLPEndpoint, cfg.OTLPProtocol, err)}

@@ -55,6 +55,7 @@ type CLI struct {
 	LoadBalancer LoadBalancerCmd `cmd:"" name:"load-balancer" aliases:"lb" help:"Run the TCP load balancer."`
 	Demo         DemoCmd         `cmd:"" help:"Run the whole system in one process: a worker of every framework behind the balancer."`
 	Bench        BenchCmd        `cmd:"" help:"Generate HTTP load and show what the balancer did."`
+	Ctl          CtlCmd          `cmd:"" help:"Drive a running balancer through its admin API: status, drain, enable, disable, weight, apply."`
 	Version      VersionCmd      `cmd:"" help:"Print the version."`
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
 
@@ -39,8 +40,8 @@ const (
 	otlpReloads            = "lemonade.reloads" // attribute result: ok or error
 )
 
-// otlpFlushTimeout bounds the last export at shutdown, on top of the
-// configured export timeout.
+// otlpFlushTimeout bounds the last export at shutdown when no export
+// timeout is configured (the workers).
 const otlpFlushTimeout = 5 * time.Second
 
 // snapshotter is what the balancer's instruments read: *loadbalancer.Balancer.
@@ -98,7 +99,7 @@ func balancerInstruments(m metric.Meter, src snapshotter) error {
 	)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := src.Snapshot()
-		observe := func(b backend.Snapshot) {
+		for _, b := range mergeBackends(s) {
 			id := []attribute.KeyValue{attribute.String("id", strconv.Itoa(b.ID)), attribute.String("backend", b.Name), attribute.String("address", b.Address)}
 			attrs := metric.WithAttributeSet(attribute.NewSet(id...))
 			o.ObserveInt64(up, boolInt(b.Up), attrs)
@@ -110,14 +111,6 @@ func balancerInstruments(m metric.Meter, src snapshotter) error {
 			o.ObserveInt64(bytes, int64(b.BytesIn), metric.WithAttributeSet(attribute.NewSet(append(id, dirIn)...)))
 			o.ObserveInt64(bytes, int64(b.BytesOut), metric.WithAttributeSet(attribute.NewSet(append(id, dirOut)...)))
 			o.ObserveFloat64(ewma, b.Latency.Seconds(), attrs)
-		}
-		// A backend a reload removed is still draining: its series go on
-		// until its last connection ends.
-		for _, b := range s.Backends {
-			observe(b)
-		}
-		for _, b := range s.Draining {
-			observe(b)
 		}
 		o.ObserveInt64(connActive, s.Proxy.Active)
 		o.ObserveInt64(accepted, int64(s.Proxy.Accepted))
@@ -131,6 +124,37 @@ func balancerInstruments(m metric.Meter, src snapshotter) error {
 	return err
 }
 
+// mergeBackends lists the backends in service, then those a reload removed
+// that still drain. One removed and added back with the same id, name and
+// address while its old connections drain is one series, as on /metrics:
+// its counts summed, its state the one in service.
+func mergeBackends(s loadbalancer.Snapshot) []backend.Snapshot {
+	type key struct {
+		id            int
+		name, address string
+	}
+	out := make([]backend.Snapshot, 0, len(s.Backends)+len(s.Draining))
+	at := make(map[key]int, len(s.Backends))
+	for _, b := range s.Backends {
+		at[key{b.ID, b.Name, b.Address}] = len(out)
+		out = append(out, b)
+	}
+	for _, d := range s.Draining {
+		i, ok := at[key{d.ID, d.Name, d.Address}]
+		if !ok {
+			out = append(out, d)
+			continue
+		}
+		b := &out[i]
+		b.Active += d.Active
+		b.Total += d.Total
+		b.ConnectFailures += d.ConnectFailures
+		b.BytesIn += d.BytesIn
+		b.BytesOut += d.BytesOut
+	}
+	return out
+}
+
 func boolInt(b bool) int64 {
 	if b {
 		return 1
@@ -138,17 +162,31 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// flushOTLP exports what is left and stops the exporters, logging a
-// failure: by then the process is ending and has nothing better to do.
+// flushOTLP exports what is left and stops the exporters within timeout
+// (otlpFlushTimeout if 0), logging a failure: the process is ending, and a
+// collector that is down must not hold it up for longer.
 func flushOTLP(log *slog.Logger, tel *otel.Telemetry, timeout time.Duration) {
 	if tel == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+otlpFlushTimeout)
+	if timeout <= 0 {
+		timeout = otlpFlushTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := tel.Shutdown(ctx); err != nil {
 		log.Warn("OpenTelemetry: the last export failed", "error", err)
 	}
+}
+
+// instanceID is the service.instance.id of the process listening on addr:
+// the host's name and that address.
+func instanceID(addr string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	return host + "/" + addr
 }
 
 // protocolName is the protocol in force: empty means gRPC.

@@ -70,13 +70,14 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	// for every framework; without an endpoint nothing is built.
 	version, _ := buildVersion()
 	tel, err := otel.Setup(context.Background(), otel.Settings{
-		Endpoint:       cfg.OTLPEndpoint,
-		Protocol:       cfg.OTLPProtocol,
-		ServiceName:    cfg.ServiceName,
-		ServiceVersion: version,
-		Attributes:     []attribute.KeyValue{attribute.String(otel.AttrFramework, c.Framework)},
-		Traces:         true,
-		Logger:         log,
+		Endpoint:          cfg.OTLPEndpoint,
+		Protocol:          cfg.OTLPProtocol,
+		ServiceName:       cfg.ServiceName,
+		ServiceVersion:    version,
+		ServiceInstanceID: instanceID(cfg.ListenAddress),
+		Attributes:        []attribute.KeyValue{attribute.String(otel.AttrFramework, c.Framework)},
+		Traces:            true,
+		Logger:            log,
 	})
 	if err != nil {
 		return usageError{fmt.Errorf("invalid OTLP endpoint %q: %w", cfg.OTLPEndpoint, err)}

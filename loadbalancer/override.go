@@ -1,6 +1,7 @@
 package loadbalancer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,7 +153,7 @@ func (b *Balancer) changeBackend(id int, change func(r *running, be *backend.Bac
 		b.mu.Unlock()
 		if before.label() != ov.label() || before.weight != ov.weight {
 			b.log.Info("backend override changed", "backend", be.Name(), "id", id, "address", be.Address,
-				"from", before.label(), "to", ov.label(), "weight", be.Weight())
+				"from", cmp.Or(before.label(), "none"), "to", cmp.Or(ov.label(), "none"), "weight", be.Weight())
 		}
 	})
 	if done != nil {

@@ -75,8 +75,8 @@ type Service struct {
 	registry   *prometheus.Registry
 	metrics    *metrics.HTTP
 	observer   RequestObserver // cfg.Observer; nil: none
-	healthBody []byte // constant for the service's life
-	workPrefix []byte // the work body up to the duration value
+	healthBody []byte          // constant for the service's life
+	workPrefix []byte          // the work body up to the duration value
 }
 
 // New returns a Service for cfg. cfg.ListenAddress is not looked at (the

@@ -437,8 +437,7 @@ func TestOverridesSurviveAFileReload(t *testing.T) {
 		t.Fatalf("enable of a removed backend: %d %s", r.status, r.body)
 	}
 	// Clearing the weight override returns to the config's weight.
-	var b backend.Snapshot
-	b = a.change(t, "DELETE", "/api/v1/backends/1/override", "", "")
+	b := a.change(t, "DELETE", "/api/v1/backends/1/override", "", "")
 	if b.Weight != 4 || b.Override != "" {
 		t.Fatalf("after DELETE override: %+v", b)
 	}

@@ -204,9 +204,6 @@ const (
 	keepAliveIdle = 5 * time.Minute
 )
 
-// keepAlive is keepAliveIdle for the goroutine engine's sockets (Go's
-// settings; the kernel's interval and count).
-var keepAlive = net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: -1, Count: -1}
 
 // backlogGrace is how long a stopping listener keeps accepting what is
 // already in its kernel backlog: closing it at once would reset connections

@@ -198,3 +198,7 @@ func (e *goEngine) serve(ctx context.Context, ln *net.TCPListener) error {
 		}
 	}
 }
+
+// keepAlive is keepAliveIdle for this engine's sockets (Go's settings; the
+// kernel's interval and count).
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: -1, Count: -1}

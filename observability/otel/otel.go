@@ -42,11 +42,14 @@ type Settings struct {
 	// Protocol is endpoint.GRPC (the default when empty) or
 	// endpoint.HTTPProtobuf.
 	Protocol string
-	// ServiceName and ServiceVersion are the resource's service.name and
-	// service.version; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
-	// override them, as OpenTelemetry users expect.
-	ServiceName    string
-	ServiceVersion string
+	// ServiceName, ServiceVersion and ServiceInstanceID are the resource's
+	// service.name, service.version and service.instance.id (which tells
+	// two processes of one service apart: a collector's Prometheus exporter
+	// makes it the instance label). OTEL_SERVICE_NAME and
+	// OTEL_RESOURCE_ATTRIBUTES override them, as OpenTelemetry users expect.
+	ServiceName       string
+	ServiceVersion    string
+	ServiceInstanceID string
 	// Attributes are more resource attributes (lemonade.framework, for one).
 	Attributes []attribute.KeyValue
 	// Interval is how often metrics are exported. If zero, the SDK's
@@ -92,6 +95,9 @@ func Setup(ctx context.Context, s Settings) (*Telemetry, error) {
 	if s.Logger != nil {
 		log := s.Logger
 		otelapi.SetErrorHandler(otelapi.ErrorHandlerFunc(func(err error) {
+			if errors.Is(err, context.Canceled) {
+				return // Shutdown stopped a periodic export: its own flush follows and reports
+			}
 			log.Warn("OpenTelemetry export failed", "endpoint", s.Endpoint, "error", err)
 		}))
 	}
@@ -130,12 +136,15 @@ func Setup(ctx context.Context, s Settings) (*Telemetry, error) {
 }
 
 func newResource(ctx context.Context, s Settings) (*resource.Resource, error) {
-	attrs := make([]attribute.KeyValue, 0, 2+len(s.Attributes))
+	attrs := make([]attribute.KeyValue, 0, 3+len(s.Attributes))
 	if s.ServiceName != "" {
 		attrs = append(attrs, attribute.String("service.name", s.ServiceName))
 	}
 	if s.ServiceVersion != "" {
 		attrs = append(attrs, attribute.String("service.version", s.ServiceVersion))
+	}
+	if s.ServiceInstanceID != "" {
+		attrs = append(attrs, attribute.String("service.instance.id", s.ServiceInstanceID))
 	}
 	attrs = append(attrs, s.Attributes...)
 	res, err := resource.New(ctx,

@@ -153,10 +153,14 @@ func TestWorkerRequestsExportedAtShutdown(t *testing.T) {
 	}
 }
 
-// With a short interval, metrics arrive without a shutdown.
+// With a short interval, metrics arrive without a shutdown. The standard
+// OTEL_* variables the exporters read still apply: headers (credentials
+// for a hosted collector), resource attributes.
 func TestPeriodicExport(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cret")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test,service.instance.id=from-env")
 	rcv := oteltest.GRPC(t)
-	tel, err := otel.Setup(context.Background(), otel.Settings{Endpoint: rcv.Endpoint, ServiceName: "lb", Interval: 20 * time.Millisecond})
+	tel, err := otel.Setup(context.Background(), otel.Settings{Endpoint: rcv.Endpoint, ServiceName: "lb", ServiceInstanceID: "host/addr", Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +173,16 @@ func TestPeriodicExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.ObserveRequest("GET", "/health", 200, time.Now(), time.Now()) // no tracer: metrics only
-	rcv.Wait(t, "request count 1", func(d oteltest.Data) bool {
+	d := rcv.Wait(t, "request count 1", func(d oteltest.Data) bool {
 		return d.Value(otel.WorkerRequests, "route", "/health") == 1
 	})
+	if got := d.Headers["authorization"]; got != "Bearer s3cret" {
+		t.Errorf("authorization header %q; want OTEL_EXPORTER_OTLP_HEADERS's", got)
+	}
+	p, _ := d.Last(otel.WorkerRequests)
+	if p.Resource["deployment.environment.name"] != "test" || p.Resource["service.instance.id"] != "from-env" || p.Resource["service.name"] != "lb" {
+		t.Errorf("resource %v; want OTEL_RESOURCE_ATTRIBUTES over the settings", p.Resource)
+	}
 	h.ObserveRequest("GET", "/health", 200, time.Now(), time.Now())
 	rcv.Wait(t, "request count 2", func(d oteltest.Data) bool {
 		return d.Value(otel.WorkerRequests, "route", "/health") == 2
@@ -225,5 +236,33 @@ func TestCollectorDownIsLogged(t *testing.T) {
 	defer w.mu.Unlock()
 	if line := w.buf.String(); !strings.Contains(line, "level=WARN") || !strings.Contains(line, "OpenTelemetry export failed") || !strings.Contains(line, addr) {
 		t.Errorf("log: %s", line)
+	}
+}
+
+// What a worker request costs with OTLP on: metrics only, and with a span.
+func BenchmarkObserveRequest(b *testing.B) {
+	for _, traces := range []bool{false, true} {
+		name := "metrics"
+		if traces {
+			name = "metrics+span"
+		}
+		b.Run(name, func(b *testing.B) {
+			rcv := oteltest.GRPC(b)
+			tel, err := otel.Setup(context.Background(), otel.Settings{Endpoint: rcv.Endpoint, Interval: time.Hour, Traces: traces})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tel.Shutdown(context.Background())
+			h, err := otel.NewHTTP(tel, "nethttp")
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			end := start.Add(time.Millisecond)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ObserveRequest("GET", "/work", 200, start, end)
+			}
+		})
 	}
 }

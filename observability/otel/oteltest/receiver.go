@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -78,7 +79,7 @@ func HTTP(t testing.TB, base string) *Receiver {
 		if !decode(w, req, &m) {
 			return
 		}
-		r.addMetrics(m.ResourceMetrics)
+		r.addMetrics(httpHeaders(req.Header), m.ResourceMetrics)
 		encode(w, &colmetricpb.ExportMetricsServiceResponse{})
 	})
 	mux.HandleFunc("POST "+base+"/v1/traces", func(w http.ResponseWriter, req *http.Request) {
@@ -86,7 +87,7 @@ func HTTP(t testing.TB, base string) *Receiver {
 		if !decode(w, req, &m) {
 			return
 		}
-		r.addSpans(m.ResourceSpans)
+		r.addSpans(httpHeaders(req.Header), m.ResourceSpans)
 		encode(w, &coltracepb.ExportTraceServiceResponse{})
 	})
 	srv := httptest.NewServer(mux)
@@ -136,8 +137,8 @@ type metricsService struct {
 	r *Receiver
 }
 
-func (s metricsService) Export(_ context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
-	s.r.addMetrics(req.ResourceMetrics)
+func (s metricsService) Export(ctx context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
+	s.r.addMetrics(grpcHeaders(ctx), req.ResourceMetrics)
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
 }
 
@@ -146,12 +147,29 @@ type traceService struct {
 	r *Receiver
 }
 
-func (s traceService) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	s.r.addSpans(req.ResourceSpans)
+func (s traceService) Export(ctx context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	s.r.addSpans(grpcHeaders(ctx), req.ResourceSpans)
 	return &coltracepb.ExportTraceServiceResponse{}, nil
 }
 
-func (r *Receiver) addMetrics(rms []*metricpb.ResourceMetrics) {
+func httpHeaders(h http.Header) map[string]string {
+	m := make(map[string]string, len(h))
+	for k, v := range h {
+		m[strings.ToLower(k)] = strings.Join(v, ",")
+	}
+	return m
+}
+
+func grpcHeaders(ctx context.Context) map[string]string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	m := make(map[string]string, len(md))
+	for k, v := range md {
+		m[k] = strings.Join(v, ",")
+	}
+	return m
+}
+
+func (r *Receiver) addMetrics(headers map[string]string, rms []*metricpb.ResourceMetrics) {
 	var points []Point
 	for _, rm := range rms {
 		res := attrs(rm.GetResource().GetAttributes())
@@ -164,12 +182,13 @@ func (r *Receiver) addMetrics(rms []*metricpb.ResourceMetrics) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.data.Exports++
+	r.data.Headers = headers
 	r.data.Points = append(r.data.Points, points...)
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
 
-func (r *Receiver) addSpans(rss []*tracepb.ResourceSpans) {
+func (r *Receiver) addSpans(headers map[string]string, rss []*tracepb.ResourceSpans) {
 	var spans []Span
 	for _, rs := range rss {
 		res := attrs(rs.GetResource().GetAttributes())
@@ -190,6 +209,7 @@ func (r *Receiver) addSpans(rss []*tracepb.ResourceSpans) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.data.Exports++
+	r.data.Headers = headers
 	r.data.Spans = append(r.data.Spans, spans...)
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -200,6 +220,9 @@ type Data struct {
 	Exports int // export requests received, metrics and traces
 	Points  []Point
 	Spans   []Span
+	// Headers are the request headers (gRPC metadata) of the latest export,
+	// keys in lower case.
+	Headers map[string]string
 }
 
 // Point is one data point of a metric.
