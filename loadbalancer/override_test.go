@@ -3,8 +3,12 @@ package loadbalancer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,5 +110,74 @@ func TestOverrideErrors(t *testing.T) {
 	}
 	if s, err := lb.DisableBackend(1); err != nil || s.Override != OverrideDisable {
 		t.Fatalf("disable twice: %+v %v", s, err)
+	}
+	// A drain can be cut short by a disable.
+	if _, err := lb.DrainBackend(0); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := lb.DisableBackend(0); err != nil || s.Override != OverrideDisable {
+		t.Fatalf("disable of a drained backend: %+v %v", s, err)
+	}
+}
+
+// The latest change wins: a file reload after an API apply replaces the
+// API's config whole, and the operator's overrides outlive both.
+func TestFileReloadAfterAnAPIApplyReplacesIt(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	write := func(name string) {
+		t.Helper()
+		doc := fmt.Sprintf("proxy: {listen_address: \"127.0.0.1:0\"}\nhealth: {interval: 1h}\nbackends:\n  - {id: 0, name: %s, address: %q}\n  - {id: 1, name: b, address: %q}\n", name, a.addr, b.addr)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := startBalancer(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	watching := make(chan struct{})
+	go func() { WatchFile(ctx, lb, path, hup); close(watching) }()
+	defer func() { cancel(); <-watching }()
+	waitFor := func(what string, ok func(Snapshot) bool) Snapshot {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if s := lb.Snapshot(); ok(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 10s: %+v", what, lb.Snapshot())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// A SIGHUP reload first: the watcher has read the file.
+	hup <- syscall.SIGHUP
+	waitFor("SIGHUP reload", func(s Snapshot) bool { return s.LastReloadSource == SourceFile && s.ReloadsOK == 1 })
+
+	fromAPI := clone(lb.Config())
+	fromAPI.Strategy = "least_connections"
+	if _, err := lb.ApplyFrom(SourceAPI, fromAPI); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lb.DrainBackend(0); err != nil {
+		t.Fatal(err)
+	}
+	if s := lb.Snapshot(); s.Strategy != "least_connections" || s.LastReloadSource != SourceAPI {
+		t.Fatalf("after the API apply: %+v", s)
+	}
+
+	write("a-edited")
+	s := waitFor("file reload", func(s Snapshot) bool { return s.LastReloadSource == SourceFile && s.ReloadsOK == 3 })
+	if s.Strategy != "round_robin" || s.Backends[0].Name != "a-edited" {
+		t.Fatalf("the file did not replace the API's config: %+v", s)
+	}
+	if s.Backends[0].Override != OverrideDrain || !s.Backends[0].Draining {
+		t.Fatalf("the file reload undid the drain: %+v", s.Backends[0])
 	}
 }

@@ -723,3 +723,69 @@ func TestBodiesAreLimited(t *testing.T) {
 		t.Fatalf("streamed: %d %s", r.status, r.body)
 	}
 }
+
+// Each Content-Type the API takes, with a document in its format; the
+// LEMONADE_LB_* variables, which apply to the file, do not apply to it.
+func TestConfigFormatsAndNoEnvironment(t *testing.T) {
+	t.Setenv("LEMONADE_LB_STRATEGY", "adaptive")
+	ba := newEchoBackend(t, "a")
+	a := startAPI(t, lbConfig(t, "round_robin", ba))
+	yaml := fmt.Sprintf("strategy: least_connections\nbackends:\n  - {id: 0, name: a, address: %q}\n", ba.addr)
+	docs := map[string]string{
+		"json": fmt.Sprintf(`{"strategy": "least_connections", "backends": [{"id": 0, "name": "a", "address": %q}]}`, ba.addr),
+		"yaml": yaml,
+		"toml": fmt.Sprintf("strategy = \"least_connections\"\n[[backends]]\nid = 0\nname = \"a\"\naddress = %q\n", ba.addr),
+	}
+	for contentType, format := range configFormats {
+		var res ConfigResult
+		a.ok(t, "POST", "/api/v1/config?dry_run=true", contentType, docs[format], &res)
+		if res.Changes.Strategy == nil || res.Changes.Strategy.To != "least_connections" {
+			t.Errorf("%s: %+v", contentType, res.Changes)
+		}
+	}
+}
+
+// A valid config the running system cannot take (its listen address is in
+// use) is a 409, and nothing changes.
+func TestConfigThatCannotBeAppliedIsAConflict(t *testing.T) {
+	ba := newEchoBackend(t, "a")
+	a := startAPI(t, lbConfig(t, "round_robin", ba))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	doc := fmt.Sprintf("proxy: {listen_address: %q}\nstrategy: adaptive\nbackends:\n  - {address: %q}\n", taken.Addr(), ba.addr)
+	r := a.call(t, "POST", "/api/v1/config", "application/yaml", doc)
+	if r.status != http.StatusConflict || !strings.Contains(r.errorText(t), "reload rejected, still listening on 127.0.0.1:0") {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	s := a.status(t)
+	if s.Strategy != "round_robin" || s.LastReloadSource != "api" || s.LastReloadOK || s.ReloadsFailed != 1 {
+		t.Fatalf("after the refused apply: %+v", s)
+	}
+}
+
+// admin.token is read at start: a config that changes it changes nothing
+// until a restart, and says so.
+func TestTokenIsReadAtStart(t *testing.T) {
+	cfg := lbConfig(t, "round_robin", newEchoBackend(t, "a"))
+	cfg.Admin.Token = "first-token"
+	a := startAPI(t, cfg)
+	next := *cfg
+	next.Admin.Token = "second-token"
+	body, err := json.Marshal(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res ConfigResult
+	a.ok(t, "POST", "/api/v1/config", "application/json", string(body), &res)
+	if !strings.Contains(strings.Join(res.Summary, "\n"), "admin settings (read at start: restart to apply)") {
+		t.Fatalf("summary %q", res.Summary)
+	}
+	a.ok(t, "GET", "/api/v1/status", "", "", nil) // still the first token
+	a.token = "second-token"
+	if r := a.call(t, "GET", "/api/v1/status", "", ""); r.status != http.StatusUnauthorized {
+		t.Fatalf("the new token works before a restart: %d", r.status)
+	}
+}

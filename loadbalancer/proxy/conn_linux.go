@@ -45,6 +45,8 @@ type conn struct {
 	sampled        bool               // the response-time sample is taken
 	last           int64              // monotime of the last bytes either way
 	outq           int                // the sockets' send queues at the last idle check
+	oobInline      bool               // the backend socket keeps urgent data inline
+	keptAlive      bool               // the backend socket has keep-alive probes
 	aborted        side               // the sides that reset
 	lingering      int                // index in loop.lingering (passing on a reset), or -1
 	waitingFD      bool               // in loop.fdWait: no descriptor for the backend socket
@@ -332,10 +334,12 @@ func (l *loop) connected(c *conn) {
 	l.pump(c, &c.up)
 }
 
-// turnBudget is what one flow may move per turn of its loop. A flow with
+// turnBudget is what one flow may move per turn of its loop (1 MiB: a
+// 1-byte echo beside a bulk transfer waits about a millisecond per turn,
+// and the turns cost few extra epoll_waits). A flow with
 // more waits for the other ready events (again): one bulk transfer never
 // stalls a small request on the same loop.
-const turnBudget = 4 * bufSize
+const turnBudget = 16 * bufSize
 
 // pump moves what f's source has to its destination, at most turnBudget. A
 // short read means the source is empty (an edge-triggered socket reports new
@@ -689,14 +693,26 @@ func putPort(p *uint16, port uint16) {
 	b[0], b[1] = byte(port>>8), byte(port)
 }
 
-// setSocketOptions sets what a backend socket needs (accepted sockets
-// inherit the same from their listener, see listenerOptions): no Nagle
-// delay, urgent data inline, and keep-alive probes after keepAliveIdle, so
-// that a backend host that vanished without a reset ends its connections.
+// setSocketOptions sets what a backend socket needs from its start: no
+// Nagle delay. Urgent data inline (SO_OOBINLINE) is set when the backend
+// first sends urgent data, keep-alive when the connection has been quiet a
+// while (keepQuietAlive): a syscall each that most connections never need.
+// Accepted sockets inherit all three from their listener (listenerOptions).
 func setSocketOptions(fd int) {
-	one, idle := int32(1), int32(keepAliveIdle/time.Second)
+	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// setOOBInline keeps urgent data in the stream, so that a byte sent with
+// MSG_OOB is passed on in its place rather than dropped.
+func setOOBInline(fd int) {
+	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// setKeepAlive starts keep-alive probes after keepAliveIdle of quiet.
+func setKeepAlive(fd int) {
+	one, idle := int32(1), int32(keepAliveIdle/time.Second)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, uintptr(unsafe.Pointer(&one)), 4, 0)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, uintptr(unsafe.Pointer(&idle)), 4, 0)
 }

@@ -174,3 +174,28 @@ func TestIdleTimeoutNeverEndsACutOffStreamWithAFIN(t *testing.T) {
 		t.Errorf("the client's read stalled after %d bytes (backend wrote %d): %v", got, backendWrote, err)
 	}
 }
+
+// Urgent data from the backend reaches the client inline (the Linux
+// engine sets SO_OOBINLINE on a backend socket at its first urgent byte).
+func TestUrgentDataFromTheBackendArrivesInline(t *testing.T) {
+	sent := make(chan error, 1)
+	h := start(t, Settings{}, server(t, func(c net.Conn) {
+		io.ReadFull(c, make([]byte, 1)) // the client is connected
+		if err := sendUrgent(c.(*net.TCPConn), []byte("abc!")); err != nil {
+			sent <- err
+			return
+		}
+		_, err := io.WriteString(c, "def")
+		sent <- err
+		io.Copy(io.Discard, c)
+	}))
+	c := dialClient(t, h.addr)
+	c.Write([]byte{'x'})
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 7)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "abc!def" {
+		t.Fatalf("client got %q, %v; want \"abc!def\", the urgent byte inline", got, err)
+	}
+}

@@ -11,15 +11,18 @@ import "syscall"
 // (listenerKeepAlive).
 func listenerOptions(_, _ string, c syscall.RawConn) error {
 	var err error
-	if cerr := c.Control(func(fd uintptr) {
-		if err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err == nil {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1)
-		}
-		if err == nil {
-			err = listenerKeepAlive(int(fd))
-		}
-	}); cerr != nil {
+	if cerr := c.Control(func(fd uintptr) { err = setListenerOptions(int(fd)) }); cerr != nil {
 		return cerr
 	}
 	return err
+}
+
+func setListenerOptions(fd int) error {
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+		return err
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_OOBINLINE, 1); err != nil {
+		return err
+	}
+	return listenerKeepAlive(fd)
 }

@@ -214,7 +214,7 @@ func takeListener(ln *net.TCPListener) (int, error) {
 			return
 		}
 		fd = int(r)
-		setSocketOptions(fd) // inherited by every accepted socket
+		setListenerOptions(fd) // inherited by every accepted socket (a listener not made by Listen)
 	}); err != nil {
 		return -1, err
 	}
@@ -255,17 +255,18 @@ type loop struct {
 	outOfFDs  bool  // not accepting: out of descriptors (or memory)
 	retryAt   int64 // when to try again after running out of descriptors; 0 = not waiting
 
-	conns      []*conn           // every open connection, for idle checks
-	halfClosed []halfClose       // FINs to pass on at the end of the batch
-	again      []pumpLater       // flows with more to read after their turn
-	spareAgain []pumpLater       // again's other buffer
-	dialing    []*conn           // connections waiting for their backend's answer
-	lingering  []*conn           // connections passing on a reset
-	fdWait     []*conn           // clients waiting for a descriptor, in order
-	nextCheck  int64             // earliest timer; 0 = none
-	nextIdle   int64             // next idle check; 0 = none
-	lastWarn   int64             // when warnLocal last logged
-	zones      map[string]zoneID // IPv6 zones' interface indexes
+	conns         []*conn           // every open connection, for idle checks
+	halfClosed    []halfClose       // FINs to pass on at the end of the batch
+	again         []pumpLater       // flows with more to read after their turn
+	spareAgain    []pumpLater       // again's other buffer
+	dialing       []*conn           // connections waiting for their backend's answer
+	lingering     []*conn           // connections passing on a reset
+	fdWait        []*conn           // clients waiting for a descriptor, in order
+	nextCheck     int64             // earliest timer; 0 = none
+	nextIdle      int64             // next idle check; 0 = none
+	nextKeepAlive int64             // next keepQuietAlive; 0 = none
+	lastWarn      int64             // when warnLocal last logged
+	zones         map[string]zoneID // IPv6 zones' interface indexes
 	// longestTurn is the most one flow moved in one turn: at most
 	// turnBudget (tests).
 	longestTurn int
@@ -460,6 +461,13 @@ func (l *loop) dispatch(fd int, gen uint32, ev uint32) {
 	}
 	if ev&syscall.EPOLLPRI != 0 {
 		from.urgent = true
+		if fd == c.server && !c.oobInline {
+			// Urgent data from the backend: keep it in the stream. Set now,
+			// before the read that would otherwise skip the urgent byte,
+			// rather than on every backend socket (a syscall per connection).
+			setOOBInline(fd)
+			c.oobInline = true
+		}
 	}
 	if ev&syscall.EPOLLERR != 0 && sockError(fd) != 0 {
 		// A reset, seen even on a side that is not being read (after its
@@ -667,6 +675,10 @@ func (l *loop) checkTimers() int {
 		l.nextIdle = l.now + idleCheckEvery(idle)
 		l.scheduleCheck(l.nextIdle)
 	}
+	if len(l.conns) > 0 && l.nextKeepAlive == 0 {
+		l.nextKeepAlive = l.now + int64(keepAliveSweep)
+		l.scheduleCheck(l.nextKeepAlive)
+	}
 	if l.nextCheck == 0 {
 		return -1
 	}
@@ -708,10 +720,37 @@ func (l *loop) checkTimers() int {
 	if l.nextIdle != 0 {
 		l.scheduleCheck(l.nextIdle)
 	}
+	if l.nextKeepAlive != 0 && l.now >= l.nextKeepAlive {
+		l.nextKeepAlive = 0
+		l.keepQuietAlive()
+		if len(l.conns) > 0 {
+			l.nextKeepAlive = l.now + int64(keepAliveSweep)
+		}
+	}
+	if l.nextKeepAlive != 0 {
+		l.scheduleCheck(l.nextKeepAlive)
+	}
 	if l.nextCheck == 0 {
 		return -1
 	}
 	return waitMillis(l.nextCheck - l.now)
+}
+
+// keepAliveSweep is how often a loop looks for connections quiet for that
+// long whose backend socket has no keep-alive probes yet (a var: tests
+// shorten it).
+var keepAliveSweep = time.Minute
+
+// keepQuietAlive turns keep-alive probes on for the backend sockets of the
+// connections quiet since the last sweep, so that a backend host that
+// vanished without a reset ends them; short connections never pay for it.
+func (l *loop) keepQuietAlive() {
+	for _, c := range l.conns {
+		if !c.keptAlive && c.server >= 0 && c.dialing < 0 && l.now-c.last >= int64(keepAliveSweep) {
+			setKeepAlive(c.server)
+			c.keptAlive = true
+		}
+	}
 }
 
 // checkDials gives up the dials past their deadline: the backend's next

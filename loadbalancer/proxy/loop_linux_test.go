@@ -195,3 +195,27 @@ func TestAcceptedSocketsInheritTheListenersOptions(t *testing.T) {
 		}
 	}
 }
+
+// A connection that stays quiet gets keep-alive probes on its backend
+// socket too (its client socket inherits them from the listener), so a
+// backend host that vanishes without a reset ends it; a busy one pays no
+// syscall for it.
+func TestQuietConnectionsGetKeepAliveOnTheBackendSocket(t *testing.T) {
+	old := keepAliveSweep
+	keepAliveSweep = 20 * time.Millisecond
+	t.Cleanup(func() { keepAliveSweep = old })
+	h := start(t, Settings{EventLoops: 1}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	echo(t, dialClient(t, h.addr), "quiet from now on")
+	e := h.srv.eng.(*loopEngine)
+	probed := func() (on bool) {
+		e.each(func(l *loop) {
+			for _, c := range l.conns {
+				v, err := syscall.GetsockoptInt(c.server, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+				idle, _ := syscall.GetsockoptInt(c.server, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+				on = err == nil && v == 1 && idle == int(keepAliveIdle/time.Second)
+			}
+		})
+		return on
+	}
+	waitFor(t, probed)
+}

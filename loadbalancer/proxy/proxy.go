@@ -204,7 +204,6 @@ const (
 	keepAliveIdle = 5 * time.Minute
 )
 
-
 // backlogGrace is how long a stopping listener keeps accepting what is
 // already in its kernel backlog: closing it at once would reset connections
 // that clients see as established.
