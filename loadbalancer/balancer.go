@@ -61,7 +61,8 @@ const (
 	SourceAPI   = "api"   // the admin API (POST /api/v1/config)
 )
 
-// ErrStopped is returned by Apply once the balancer has shut down.
+// ErrStopped is returned by Apply, Plan and the override methods once the
+// balancer has shut down.
 var ErrStopped = errors.New("load balancer stopped")
 
 // Start binds cfg's listen address and starts proxying, health checking and

@@ -51,7 +51,7 @@ func Handler(src Source) http.Handler {
 		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
 	registerAPI(mux, src)
-	return guard(tokenOf(src), jsonErrors(mux))
+	return dashboard(guard(tokenOf(src), jsonErrors(mux))) // GET /: the live dashboard (dashboard.go), served without the token
 }
 
 // Server is a running admin listener.

@@ -120,14 +120,14 @@ func (a api) postConfig(w http.ResponseWriter, r *http.Request) {
 		readError(w, err)
 		return
 	}
-	cfg, status, err := parseConfig(r.Header.Get("Content-Type"), body)
+	cfg, code, err := parseConfig(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		var verr *config.ValidationError
 		if errors.As(err, &verr) {
-			writeJSON(w, status, errorBody{Error: err.Error(), Problems: verr.Problems})
+			writeJSON(w, code, errorBody{Error: err.Error(), Problems: verr.Problems})
 			return
 		}
-		writeError(w, status, "%v", err)
+		writeError(w, code, "%v", err)
 		return
 	}
 	if running := a.ctl.Config().Admin.Token; cfg.Admin.Token == Redacted && running != "" {
