@@ -17,7 +17,7 @@ build:
 run: build
 	bin/lemonade demo
 
-# The real peers the tests use (redis-server, redis-tools), installed when missing.
+# The real peers the tests use (redis-server, redis-tools, chromium), installed when missing.
 deps:
 	@bash .ci/deps
 

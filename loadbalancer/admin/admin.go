@@ -35,7 +35,8 @@ type Source interface {
 
 // Handler serves /metrics, /status, /health and the /api/v1 routes for src.
 // Errors are JSON ({"error": "..."}). When src is a Controller, its config's
-// admin.token, read now, is required on every request but GET /health.
+// admin.token, read now, is required on every request but GET /health and
+// the dashboard page (GET /, which holds no data).
 func Handler(src Source) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(

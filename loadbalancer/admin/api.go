@@ -293,7 +293,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // guard wraps every admin route: it bounds request bodies and, when token
 // is set, requires it as a bearer token on everything but GET /health (a
-// liveness probe carries no secret).
+// liveness probe carries no secret); the dashboard's page is served before
+// it (dashboard.go) and holds no data.
 func guard(token string, next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -123,7 +123,7 @@ func TestDashboardPageIsSelfContained(t *testing.T) {
 	}
 	csp := resp.Header.Get("Content-Security-Policy")
 	for _, tag := range []string{"style", "script"} {
-		m := regexp.MustCompile(`(?s)<` + tag + `>(.*?)</` + tag + `>`).FindAllStringSubmatch(page, -1)
+		m := regexp.MustCompile(`(?s)<`+tag+`>(.*?)</`+tag+`>`).FindAllStringSubmatch(page, -1)
 		if len(m) != 1 {
 			t.Fatalf("%d <%s> elements, want one", len(m), tag)
 		}
