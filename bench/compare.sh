@@ -160,52 +160,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-declare -A USED_PORT
-# free_port sets PORT to a loopback port below the ephemeral range that
-# nothing uses (not even a TIME_WAIT socket), so wrk's and the proxies'
-# outgoing connections never collide with it. It sets a variable rather than
-# printing, so that USED_PORT keeps its record (a $(…) subshell would not).
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 12000))
-		[[ -n ${USED_PORT[$p]:-} ]] && continue
-		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null) ]]; then
-			USED_PORT[$p]=1
-			PORT=$p
-			return
-		fi
-	done
-	die "no free loopback port found"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-# start NAME CMD... runs CMD in the background with its output in $WORK/NAME.log.
-start() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.log" 2>&1 &
-	local pid=$!
-	PIDS+=("$pid")
-	PID_OF[$name]=$pid
-}
 
-# wait_ready NAME CHECK... retries CHECK for up to 10s while NAME runs.
-wait_ready() {
-	local name=$1
-	shift
-	for _ in $(seq 100); do
-		if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
-			echo "--- $WORK/$name.log:" >&2
-			tail -20 "$WORK/$name.log" >&2 || true
-			die "$name exited during startup"
-		fi
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "--- $WORK/$name.log:" >&2
-	tail -20 "$WORK/$name.log" >&2 || true
-	die "$name not ready after 10s (check: $*)"
-}
+
 
 render() { # render TEMPLATE OUT NAME LISTEN B1 B2
 	sed -e "s|@NAME@|$3|g" -e "s|@LISTEN@|$4|g" -e "s|@BACKEND1@|$5|g" -e "s|@BACKEND2@|$6|g" \
@@ -222,20 +181,20 @@ start_balancers() {
 		lemonade | lemonade-before)
 			local bin=$LEMONADE
 			[[ $t == lemonade-before ]] && bin=$BEFORE
-			free_port
+			free_port PORT
 			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/lemonade.yaml.tmpl" "$WORK/$name.yaml" "$name" "$addr" "$b1" "$b2"
 			start "$name" "$bin" --log-level warn lb -c "$WORK/$name.yaml"
 			;;
 		haproxy)
-			free_port
+			free_port PORT
 			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/haproxy.cfg.tmpl" "$WORK/$name.cfg" "$name" "$addr" "$b1" "$b2"
 			haproxy -c -q -f "$WORK/$name.cfg" || die "haproxy rejects $WORK/$name.cfg"
 			start "$name" haproxy -db -f "$WORK/$name.cfg"
 			;;
 		nginx)
-			free_port
+			free_port PORT
 			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/nginx.conf.tmpl" "$WORK/$name.conf" "$name" "$addr" "$b1" "$b2"
 			nginx -t -q -p "$WORK" -e "$WORK/$name-error.log" -c "$WORK/$name.conf" ||
@@ -248,18 +207,6 @@ start_balancers() {
 	done
 }
 
-# cpu_ticks NAME prints utime+stime (clock ticks) of NAME's process and its
-# children (nginx's worker).
-cpu_ticks() {
-	local pid=${PID_OF[$1]} p total=0 f
-	for p in $pid $(pgrep -P "$pid" || true); do
-		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-		f=${f##*) } # the command name may hold spaces: cut after it
-		# fields 14 and 15 of stat are the 12th and 13th after the name
-		total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
-	done
-	echo "$total"
-}
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -341,13 +288,6 @@ redis_run() {
 	log "round $round redis $variant $test $target: $rps ops/s, p50 ${p50}ms, CPU ${cpu}µs/op"
 }
 
-# median of the numbers on stdin ("-" and "nan" ignored; "-" if none)
-median() {
-	grep -Ev '^(-|nan|)$' | sort -g | awk '{v[NR]=$1} END{
-		if (NR == 0) { print "-"; exit }
-		if (NR % 2) m = v[(NR+1)/2]; else m = (v[NR/2] + v[NR/2+1]) / 2
-		print m }'
-}
 
 # col KIND TARGET MODE FIELD -> the FIELD column (5..9) of the matching rows
 col() { awk -F'\t' -v k="$1" -v t="$2" -v m="$3" -v f="$4" '$1==k && $3==t && $4==m {print $f}' "$RAW"; }
@@ -405,7 +345,7 @@ log "work dir $WORK"
 
 # HTTP backends and balancers.
 for i in 1 2; do
-	free_port
+	free_port PORT
 	ADDR_OF[http-worker-$i]=127.0.0.1:$PORT
 	start "http-worker-$i" "$LEMONADE_WORKER" --log-level warn worker -f fasthttp -a "${ADDR_OF[http-worker-$i]}" -n "worker-$i" -d 0
 done
@@ -424,7 +364,7 @@ done
 
 if ((REDIS)); then
 	for i in 1 2; do
-		free_port
+		free_port PORT
 		ADDR_OF[redis-$i]=127.0.0.1:$PORT
 		start "redis-$i" redis-server --bind 127.0.0.1 --port "${ADDR_OF[redis-$i]##*:}" --save '' --appendonly no \
 			--daemonize no --protected-mode no --dir "$WORK" --logfile ''
