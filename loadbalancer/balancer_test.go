@@ -28,6 +28,9 @@ type backendServer struct {
 	addr  string
 	delay atomic.Int64 // ns
 	hits  atomic.Int64
+	// hold, when set, makes each request wait for the channel to close
+	// (after the hit is counted), so a test can keep a request in flight.
+	hold atomic.Pointer[chan struct{}]
 }
 
 func newBackend(t *testing.T, name string) *backendServer { return newSlowBackend(t, name, 0) }
@@ -42,6 +45,9 @@ func newSlowBackend(t *testing.T, name string, delay time.Duration) *backendServ
 	bs.delay.Store(int64(delay))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		bs.hits.Add(1)
+		if h := bs.hold.Load(); h != nil {
+			<-*h
+		}
 		time.Sleep(time.Duration(bs.delay.Load()))
 		io.WriteString(w, name)
 	})}
@@ -210,7 +216,8 @@ func TestLongLivedConnectionSurvives100Reloads(t *testing.T) {
 func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	cfg := testConfig(t, "round_robin", a, b)
-	cfg.Runtime.DrainTimeout = 400 * time.Millisecond
+	const drainTimeout = 1500 * time.Millisecond
+	cfg.Runtime.DrainTimeout = drainTimeout
 	lb := startBalancer(t, cfg)
 	conn := dialKeepAlive(t, lb.Addr().String())
 	if body, err := conn.get(); err != nil || body != "a" {
@@ -222,8 +229,9 @@ func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
 	if err := lb.Apply(next); err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(start) > 200*time.Millisecond {
-		t.Fatalf("Apply waited %v for the drain", time.Since(start))
+	// Generous under load, but still well short of the drain timeout.
+	if took := time.Since(start); took > drainTimeout*2/3 {
+		t.Fatalf("Apply took %v: it waited for the %v drain", took, drainTimeout)
 	}
 	if body, err := conn.get(); err != nil || body != "a" {
 		t.Fatalf("draining connection: %q, %v; want it to keep working", body, err)
@@ -236,11 +244,15 @@ func TestRemovedBackendDrainsUntilTheTimeoutThenCloses(t *testing.T) {
 	if d := lb.Snapshot().Draining; len(d) != 1 || d[0].Name != "a" || !d[0].Draining {
 		t.Fatalf("draining list %+v", d)
 	}
-	time.Sleep(600 * time.Millisecond)
+	// The drain ends (connections closed, then the backend forgotten) at the
+	// timeout, since the keep-alive connection never ends by itself.
+	waitFor(t, "draining list empty", func() bool { return len(lb.Snapshot().Draining) == 0 })
+	if took := time.Since(start); took < drainTimeout {
+		t.Fatalf("drain ended after %v, before the %v timeout, with a connection still open", took, drainTimeout)
+	}
 	if body, err := conn.get(); err == nil {
 		t.Fatalf("connection to the removed backend still open after the drain timeout: %q", body)
 	}
-	waitFor(t, "draining list empty", func() bool { return len(lb.Snapshot().Draining) == 0 })
 }
 
 func TestAddedBackendTakesTrafficAtOnce(t *testing.T) {
@@ -305,13 +317,23 @@ func TestShutdownDrainsThenClosesWhatIsLeft(t *testing.T) {
 	if _, err := idle.get(); err != nil {
 		t.Fatal(err)
 	}
-	// A request in flight when the shutdown starts completes.
-	a.delay.Store(int64(100 * time.Millisecond))
+	// A request in flight when the shutdown starts completes: the backend
+	// holds it until the shutdown has begun (the listener is closed).
+	hold := make(chan struct{})
+	a.hold.Store(&hold)
 	inflight := make(chan error, 1)
 	go func() { _, err := get(lb.Addr().String(), ""); inflight <- err }()
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "request in flight at the backend", func() bool { return a.hits.Load() == 2 })
 	start := time.Now()
 	cancel()
+	waitFor(t, "listener closed by the shutdown", func() bool {
+		c, err := net.DialTimeout("tcp", lb.Addr().String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(hold)
 	if err := <-inflight; err != nil {
 		t.Fatalf("in-flight request failed during the drain: %v", err)
 	}
