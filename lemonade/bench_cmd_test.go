@@ -19,12 +19,19 @@ import (
 // benchTarget answers like two demo workers behind a round-robin balancer.
 func benchTarget(t *testing.T) string {
 	t.Helper()
-	var n atomic.Int64
+	url, _ := countingBenchTarget(t)
+	return url
+}
+
+// countingBenchTarget is benchTarget that also counts the requests served.
+func countingBenchTarget(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	n := new(atomic.Int64)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"status":true,"service":"w%d","duration_ms":0}`, n.Add(1)%2+1)
 	}))
 	t.Cleanup(srv.Close)
-	return srv.URL + "/work"
+	return srv.URL + "/work", n
 }
 
 func runBench(args ...string) (code int, stdout, stderr string) {
@@ -121,7 +128,7 @@ func TestBenchInterruptPrintsReport(t *testing.T) {
 	signal.Notify(sigs, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	url := benchTarget(t)
+	url, served := countingBenchTarget(t)
 	type result struct {
 		code           int
 		stdout, stderr string
@@ -131,7 +138,13 @@ func TestBenchInterruptPrintsReport(t *testing.T) {
 		code, stdout, stderr := runBench(url, "-d", "1m", "-c", "2")
 		done <- result{code, stdout, stderr}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// The bench is running (its signal handler is set before the first
+	// request) once the target has answered some requests.
+	for deadline := time.Now().Add(10 * time.Second); served.Load() < 10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bench sent %d requests in 10s", served.Load())
+		}
+	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

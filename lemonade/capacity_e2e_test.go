@@ -66,8 +66,10 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	writeLBConfig(t, cfg, lbAddr, "least_connections", 5000, backendAddr)
 	lb := start(t, nil, "lb", "-c", cfg)
 	waitListening(t, lb, lbAddr)
-	for accepted.Load() < 1 { // the probe above went through
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); accepted.Load() < 1; time.Sleep(5 * time.Millisecond) { // the probe above went through
+		if time.Now().After(deadline) {
+			t.Fatal("the balancer's probe connection never reached the backend")
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	before := rssBytes(t, lb.cmd.Process.Pid)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,16 +27,16 @@ func TestPipelinedRequestIsNotACancel(t *testing.T) {
 			if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := io.WriteString(conn, "GET /work?delay=200ms HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(conn, "GET /work?delay=1s HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(50 * time.Millisecond) // the handler is waiting now
+			waitInFlight(t, target.URL) // the handler is waiting now
 			if _, err := io.WriteString(conn, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
 			br := bufio.NewReader(conn)
 			for _, want := range []string{
-				`{"status":true,"service":"pipe","duration_ms":200}`,
+				`{"status":true,"service":"pipe","duration_ms":1000}`,
 				`{"status":"ok","service":"pipe"}`,
 			} {
 				res, err := http.ReadResponse(br, nil)
@@ -52,5 +53,31 @@ func TestPipelinedRequestIsNotACancel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// waitInFlight polls the worker's metrics (on another connection) until a
+// request shows as in flight, for at most 5s.
+func waitInFlight(t *testing.T, base string) {
+	t.Helper()
+	const gauge = "\nlemonade_worker_http_requests_in_flight 1\n"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(body), gauge) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no request in flight within 5s; metrics:\n%s", body)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -421,7 +421,9 @@ func TestDurationStopsInTime(t *testing.T) {
 	rep := mustRun(t, Options{URL: srv.URL, Concurrency: 3, Duration: 500 * time.Millisecond})
 	wall := time.Since(start)
 
-	if wall < 500*time.Millisecond || wall > 1500*time.Millisecond {
+	// At least the duration; the upper bound is generous for a loaded
+	// machine (a run that kept going would take far longer).
+	if wall < 500*time.Millisecond || wall > 5*time.Second {
 		t.Errorf("a 500ms run took %s", wall)
 	}
 	if rep.Elapsed < 500*time.Millisecond || rep.Elapsed > wall {
@@ -460,8 +462,9 @@ func TestInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wall := time.Since(start); wall > 2*time.Second {
-		t.Errorf("stopping took %s", wall)
+	// Generous for a loaded machine, and far short of the 1m duration.
+	if wall := time.Since(start); wall > 10*time.Second {
+		t.Errorf("stopping took %s after the context ended at 300ms; the run was for 1m", wall)
 	}
 	if !rep.Interrupted || rep.Requests == 0 || rep.Errors != 0 {
 		t.Errorf("interrupted %v, requests %d, errors %d; want true, >0, 0", rep.Interrupted, rep.Requests, rep.Errors)

@@ -99,10 +99,31 @@ func TestFailingCheckMarksDownAndForgetStops(t *testing.T) {
 	c.Watch(context.Background(), b)
 	waitFor(t, "down", func() bool { return !b.Up() })
 	c.Forget(b)
-	checks, _ := c.Counts()
-	time.Sleep(50 * time.Millisecond)
-	if after, _ := c.Counts(); after > checks+1 {
-		t.Fatalf("%d checks ran after Forget", after-checks)
+	_, failed := c.Counts()
+	// Let the checker run for a while, measured in its own checks rather than
+	// a sleep: a live backend watched now is checked 5 times (5 intervals and
+	// more). Its checks pass, so every failed check counted meanwhile is the
+	// forgotten backend's; one may have been in flight at Forget.
+	live, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			conn, err := live.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	c.Watch(context.Background(), backend.New(2, "live", live.Addr().String(), 1))
+	waitFor(t, "live backend checked 5 times", func() bool { return accepted.Load() >= 5 })
+	if _, after := c.Counts(); after > failed+1 {
+		t.Fatalf("%d failed checks of the forgotten backend ran after Forget", after-failed)
 	}
 }
 

@@ -55,7 +55,7 @@ func TestIdleTimeoutSetLaterReachesOpenConnections(t *testing.T) {
 // more comes from it: bytes moving toward it count as activity.
 func TestSlowReaderIsNotIdle(t *testing.T) {
 	const total = 1 << 20
-	h := start(t, Settings{IdleTimeout: 300 * time.Millisecond}, server(t, func(c net.Conn) {
+	h := start(t, Settings{IdleTimeout: 500 * time.Millisecond}, server(t, func(c net.Conn) {
 		c.Write(make([]byte, total))
 		io.Copy(io.Discard, c)
 	}))
@@ -124,12 +124,15 @@ func TestBackendThatResetsAfterAcceptIsNotADialFailure(t *testing.T) {
 }
 
 func TestIdleTimeoutClosesQuietConnectionsOnly(t *testing.T) {
-	h := start(t, Settings{IdleTimeout: 150 * time.Millisecond}, server(t, func(c net.Conn) { io.Copy(c, c) }))
+	const idle = 400 * time.Millisecond
+	h := start(t, Settings{IdleTimeout: idle}, server(t, func(c net.Conn) { io.Copy(c, c) }))
 	busy, quiet := dialClient(t, h.addr), dialClient(t, h.addr)
 	echo(t, quiet, "q")
-	for range 6 { // 360ms of traffic, longer than the idle timeout
+	// Traffic every 20ms (gaps far below the idle timeout even when the
+	// machine is loaded) for twice the idle timeout.
+	for begin := time.Now(); time.Since(begin) < 2*idle; {
 		echo(t, busy, "b")
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	quiet.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if n, err := quiet.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
