@@ -111,18 +111,7 @@ declare -A ADDR_OF # name -> host:port
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
-	local i pid
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		kill -TERM "${PIDS[i]}" 2>/dev/null || true
-	done
-	for _ in $(seq 50); do
-		local alive=0
-		for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-		((alive)) || break
-		sleep 0.1
-	done
-	for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_started
 	if ((rc == 0 && !KEEP_WORK)); then
 		rm -rf "$WORK"
 	else

@@ -244,25 +244,33 @@ func TestBurstOfWritesAppliesOnce(t *testing.T) {
 	// applies it, whichever comes first. Polling is off (an hour).
 	writeConfigPolling(t, path, time.Hour, "least_connections", a)
 	waitFor(t, "probe edit applied", func() bool { return lb.Config().Strategy == "least_connections" })
-	base := lb.Snapshot().ReloadsOK
 	names := strategy.Names()
 	if names[len(names)-1] != "adaptive" {
 		t.Fatalf("strategy names %v: the test expects adaptive last", names)
 	}
-	began := time.Now()
-	for _, s := range names {
-		writeConfigPolling(t, path, time.Hour, s, a, b) // five writes within a few ms
-	}
-	if took := time.Since(began); took >= settle {
-		// Not a burst any more: the watcher may rightly apply it in parts.
-		t.Skipf("the %d writes took %v, longer than the %v settle window (machine overloaded)", len(names), took, settle)
-	}
-	waitFor(t, "burst applied", func() bool { return lb.Config().Strategy == "adaptive" })
-	// A marker edit after the burst: the watcher handles events in order, so
-	// once the marker is applied any late reload of the burst has happened.
-	writeConfigPolling(t, path, time.Hour, "round_robin", a, b)
-	waitFor(t, "marker edit applied", func() bool { return lb.Config().Strategy == "round_robin" })
-	if n := lb.Snapshot().ReloadsOK - base; n != 2 {
-		t.Fatalf("%d reloads for one burst of writes and one marker edit, want 2 (1 for the burst)", n)
+	// A burst slower than the settle window may rightly be applied in
+	// parts; on an overloaded machine the burst is tried again.
+	for attempt := 1; ; attempt++ {
+		base := lb.Snapshot().ReloadsOK
+		began := time.Now()
+		for _, s := range names {
+			writeConfigPolling(t, path, time.Hour, s, a, b) // five writes within a few ms
+		}
+		took := time.Since(began)
+		waitFor(t, "burst applied", func() bool { return lb.Config().Strategy == "adaptive" })
+		// A marker edit after the burst: the watcher handles events in order, so
+		// once the marker is applied any late reload of the burst has happened.
+		writeConfigPolling(t, path, time.Hour, "round_robin", a, b)
+		waitFor(t, "marker edit applied", func() bool { return lb.Config().Strategy == "round_robin" })
+		if took >= settle {
+			if attempt == 5 {
+				t.Fatalf("5 bursts of %d writes each took longer than the %v settle window (the last %v): the machine is too loaded to test this", len(names), settle, took)
+			}
+			continue
+		}
+		if n := lb.Snapshot().ReloadsOK - base; n != 2 {
+			t.Fatalf("%d reloads for one burst of writes and one marker edit, want 2 (1 for the burst)", n)
+		}
+		return
 	}
 }

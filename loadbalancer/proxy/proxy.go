@@ -457,7 +457,9 @@ func (g *gate) tryAcquire() bool {
 			return false
 		}
 		if g.active.CompareAndSwap(n, n+1) {
-			g.capSince.Store(0)
+			if g.capSince.Load() != 0 { // a load, not a store, per accept
+				g.capSince.Store(0)
+			}
 			g.endHold()
 			return true
 		}

@@ -124,6 +124,13 @@ func start(t *testing.T, set Settings, addrs ...string) *harness {
 		pool[i] = backend.New(i, fmt.Sprint("b", i), a, 1)
 	}
 	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, set)
+	return &harness{srv: srv, addr: serve(t, srv), pool: pool}
+}
+
+// serve runs srv on a loopback listener until the test ends, and returns
+// the listener's address.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +144,7 @@ func start(t *testing.T, set Settings, addrs ...string) *harness {
 		srv.CloseAll()
 		srv.Wait(context.Background())
 	})
-	return &harness{srv: srv, addr: ln.Addr().String(), pool: pool}
+	return ln.Addr().String()
 }
 
 func dialClient(t *testing.T, addr string) *net.TCPConn {
@@ -463,16 +470,9 @@ func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
 	live := server(t, replyAfterEOF)
 	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
 	srv := New(slog.New(sink), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, Settings{Retries: 1, Passive: markDownAtOnce})
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done; srv.CloseAll(); srv.Wait(context.Background()) }()
+	addr := serve(t, srv)
 	for range 3 {
-		c := dialClient(t, ln.Addr().String())
+		c := dialClient(t, addr)
 		io.WriteString(c, "x")
 		c.CloseWrite()
 		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
@@ -510,16 +510,9 @@ func TestRetryNeverGoesBackToTheBackendThatFailed(t *testing.T) {
 	live := server(t, replyAfterEOF)
 	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
 	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: always{pool[0]}}, Settings{Retries: 1, Passive: backend.Passive{MaxFails: 100, FailDuration: time.Minute}})
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done; srv.CloseAll(); srv.Wait(context.Background()) }()
+	addr := serve(t, srv)
 	for i := range 5 {
-		c := dialClient(t, ln.Addr().String())
+		c := dialClient(t, addr)
 		io.WriteString(c, "x")
 		c.CloseWrite()
 		if reply, _ := io.ReadAll(c); string(reply) != "got 1 bytes: X" {
