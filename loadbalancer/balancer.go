@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/loadbalancer/health"
@@ -25,6 +26,7 @@ type Balancer struct {
 	log     *slog.Logger
 	srv     *proxy.Server
 	checker *health.Checker
+	access  *accesslog.Log // writes to nothing while access_log.path is empty
 	updates chan update
 	done    chan struct{}
 
@@ -77,6 +79,7 @@ func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer
 		log:       log,
 		srv:       proxy.New(log, nil, proxy.Settings{}),
 		checker:   health.New(log, health.Settings{}),
+		access:    accesslog.New(log),
 		updates:   make(chan update),
 		done:      make(chan struct{}),
 		cfg:       &config.Config{},
@@ -87,6 +90,7 @@ func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer
 	r := &running{stopListener: func() {}, stopDrains: make(chan struct{})}
 	if _, err := b.apply(ctx, SourceStart, cfg, r); err != nil {
 		b.checker.Stop()
+		b.access.Close()
 		return nil, err
 	}
 	logDescriptorLimit(log, limit, limitErr, cfg)
@@ -234,6 +238,7 @@ func (b *Balancer) shutdown() {
 		b.srv.CloseAll()
 		b.srv.Wait(context.Background())
 	}
+	b.access.Close() // every connection has ended: its last lines are in
 	b.log.Info("load balancer stopped")
 }
 
@@ -253,10 +258,23 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 	if _, err := strategy.New(cfg.Strategy, nil, strategy.Options{}); err != nil {
 		return Diff{}, err
 	}
+	var accessOut accesslog.Output
+	accessChanged := cfg.AccessLog != old.AccessLog
+	if accessChanged && cfg.AccessLog.Path != "" {
+		out, err := accesslog.Open(cfg.AccessLog.Path)
+		if err != nil {
+			if starting {
+				return Diff{}, err
+			}
+			return Diff{}, fmt.Errorf("reload rejected, the access log is unchanged: %w", err)
+		}
+		accessOut = out
+	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
 		ln, err := proxy.Listen(cfg.Proxy.ListenAddress)
 		if err != nil {
+			accessOut.Close()
 			if starting {
 				return Diff{}, err
 			}
@@ -283,6 +301,18 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 	}
 
 	b.srv.SetSettings(proxySettings(cfg))
+	if accessChanged {
+		// The lines of the connections that ended before go to the old
+		// file; turned off, the proxy stops sending first.
+		format, _ := accesslog.ParseFormat(cfg.AccessLog.Format) // validated by config.Load
+		if cfg.AccessLog.Path == "" {
+			b.srv.SetAccessLog(nil)
+		}
+		b.access.Use(accessOut, format)
+		if cfg.AccessLog.Path != "" {
+			b.srv.SetAccessLog(b.access)
+		}
+	}
 	b.checker.SetSettings(healthSettings(cfg)) // before Watch: new loops read them
 	for _, be := range added {
 		b.checker.Watch(ctx, be)
@@ -382,7 +412,13 @@ type Snapshot struct {
 	HealthLocal      uint64 `json:"health_checks_local_failures"` // failed on this host (out of fds, ports): in neither count above
 	// HealthDurations are how long the active checks took, by result.
 	HealthDurations health.Durations `json:"health_check_durations"`
+	AccessLog       accesslog.Stats  `json:"access_log"`
 }
+
+// ReopenAccessLog opens the access log's file again (after a rotation:
+// SIGUSR1), once the lines waiting are written to the old one. On an error
+// the old file stays in use.
+func (b *Balancer) ReopenAccessLog() error { return b.access.Reopen() }
 
 // Snapshot reads the current state without blocking the proxy.
 func (b *Balancer) Snapshot() Snapshot {
@@ -406,6 +442,7 @@ func (b *Balancer) Snapshot() Snapshot {
 	s.ReloadsOK, s.ReloadsFailed = b.reloadsOK.Load(), b.reloadsFailed.Load()
 	b.mu.Unlock()
 	s.Proxy = b.srv.Stats()
+	s.AccessLog = b.access.Stats()
 	s.HealthChecks, s.HealthFailed = b.checker.Counts()
 	s.HealthLocal = b.checker.LocalFailures()
 	s.HealthDurations = b.checker.Durations()

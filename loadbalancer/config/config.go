@@ -48,6 +48,8 @@ type Config struct {
 	Health   Health    `mapstructure:"health"`
 	Metrics  Metrics   `mapstructure:"metrics"`
 	Admin    Admin     `mapstructure:"admin"`
+	// AccessLog is the connection log; a reload applies it.
+	AccessLog AccessLog `mapstructure:"access_log"`
 	// Adaptive is the adaptive strategy's settings, checked whichever
 	// strategy is in use so a later switch to adaptive cannot fail.
 	Adaptive strategy.AdaptiveWeights `mapstructure:"adaptive"`
@@ -150,6 +152,17 @@ type Admin struct {
 	Token string `mapstructure:"token"`
 }
 
+// AccessLog configures the TCP access log (loadbalancer/accesslog): one
+// line per connection when it ends.
+type AccessLog struct {
+	// Path is the file lines are appended to (created if missing, opened
+	// again on SIGUSR1), "-" for the standard output, or "" for no log.
+	// Default "".
+	Path string `mapstructure:"path"`
+	// Format is one of accesslog.Formats. Default text.
+	Format string `mapstructure:"format"`
+}
+
 // Default returns the defaults: every key set except Backends (there is no
 // default backend) and Proxy.Retries (resolved from the number of backends).
 func Default() *Config {
@@ -178,6 +191,7 @@ func Default() *Config {
 			Passive:  Passive{MaxFails: 3, FailDuration: 10 * time.Second},
 		},
 		Metrics:      Metrics{Interval: 10 * time.Second, Timeout: 2 * time.Second},
+		AccessLog:    AccessLog{Format: "text"},
 		Adaptive:     strategy.DefaultAdaptiveWeights(),
 		OTLPProtocol: OTLPGRPC,
 	}

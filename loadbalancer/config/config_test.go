@@ -105,6 +105,7 @@ health: {kind: http, path: /healthz, interval: 1000, timeout: "500ms", rise: 1, 
 metrics: {interval: "1s", timeout: 100}
 adaptive: {connection_weight: 0, latency_weight: 1, error_weight: 0.5}
 admin: {listen_address: "127.0.0.1:50500"}
+access_log: {path: "-", format: json}
 otlp_endpoint: "localhost:4317"
 otlp_protocol: http/protobuf
 `
@@ -127,6 +128,7 @@ otlp_protocol: http/protobuf
 		Metrics:      Metrics{Interval: time.Second, Timeout: 100 * time.Millisecond},
 		Adaptive:     strategy.AdaptiveWeights{LatencyWeight: 1, ErrorWeight: 0.5},
 		Admin:        Admin{ListenAddress: "127.0.0.1:50500"},
+		AccessLog:    AccessLog{Path: "-", Format: "json"},
 		OTLPEndpoint: "localhost:4317",
 		OTLPProtocol: OTLPHTTPProtobuf,
 	}
@@ -203,6 +205,9 @@ func TestRules(t *testing.T) {
 		{"admin by host name without token", "admin:\n  listen_address: admin.internal:50500\n" + twoBackends, []string{"admin.listen_address:", "admin.internal", "admin.token"}},
 		{"admin token with a space", "admin:\n  token: \"two words\"\n" + twoBackends, []string{"lb.yaml: admin.token:", "printable ASCII without spaces"}},
 		{"otlp protocol", "otlp_protocol: http\n" + twoBackends, []string{"otlp_protocol:", `"http"`, "grpc, http/protobuf"}},
+		{"access log format", "access_log: {path: \"-\", format: xml}\n" + twoBackends, []string{"access_log.format:", `"xml"`, "text, json"}},
+		{"access log in no directory", "access_log: {path: /nonexistent-dir/access.log}\n" + twoBackends, []string{"access_log.path:", `directory "/nonexistent-dir" does not exist`}},
+		{"access log is a directory", "access_log: {path: /tmp}\n" + twoBackends, []string{"access_log.path:", `"/tmp" is a directory`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,6 +317,8 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 		"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS": "2s",
 		"LEMONADE_LB_ADMIN_ADDRESS":            "127.0.0.1:50500",
 		"LEMONADE_LB_ADMIN_TOKEN":              "s3cret",
+		"LEMONADE_LB_ACCESS_LOG":               "-",
+		"LEMONADE_LB_ACCESS_LOG_FORMAT":        "json",
 	})
 	want := seedConfig()
 	want.Proxy.ListenAddress = "0.0.0.0:8080"
@@ -328,6 +335,7 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 	want.Runtime.ConfigWatchInterval = 2 * time.Second
 	want.Admin.ListenAddress = "127.0.0.1:50500"
 	want.Admin.Token = "s3cret"
+	want.AccessLog = AccessLog{Path: "-", Format: "json"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
@@ -363,6 +371,7 @@ func TestEnvironmentErrors(t *testing.T) {
 		{"LEMONADE_LB_ADMIN_ADDRESS", "127.0.0.1:50501", []string{`LEMONADE_LB_ADMIN_ADDRESS="127.0.0.1:50501": admin.listen_address:`}},
 		{"LEMONADE_LB_ADMIN_ADDRESS", "0.0.0.0:50500", []string{`LEMONADE_LB_ADMIN_ADDRESS="0.0.0.0:50500": admin.listen_address:`, "admin.token"}},
 		{"LEMONADE_LB_ADMIN_TOKEN", "bad token", []string{"LEMONADE_LB_ADMIN_TOKEN: admin.token: must be printable"}},
+		{"LEMONADE_LB_ACCESS_LOG_FORMAT", "csv", []string{`LEMONADE_LB_ACCESS_LOG_FORMAT="csv": access_log.format:`}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "127.0.0.1:50510*0", []string{`LEMONADE_LB_BACKEND_ADDRESSES="127.0.0.1:50510*0": backends[0].weight:`}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "a,,b", []string{`LEMONADE_LB_BACKEND_ADDRESSES="a,,b"`, `backends[1] ""`}},
 		{"LEMONADE_LB_BACKEND_ADDRESSES", "127.0.0.1:1,127.0.0.1:1", []string{"backends[1].address:", "also the address"}},

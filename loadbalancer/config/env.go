@@ -35,6 +35,8 @@ var envVars = []envVar{
 	{"LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS", "runtime.config_watch_interval_millis", setDuration(func(c *Config) *time.Duration { return &c.Runtime.ConfigWatchInterval })},
 	{"LEMONADE_LB_ADMIN_ADDRESS", "admin.listen_address", setString(func(c *Config) *string { return &c.Admin.ListenAddress })},
 	{"LEMONADE_LB_ADMIN_TOKEN", "admin.token", setString(func(c *Config) *string { return &c.Admin.Token })},
+	{"LEMONADE_LB_ACCESS_LOG", "access_log.path", setString(func(c *Config) *string { return &c.AccessLog.Path })},
+	{"LEMONADE_LB_ACCESS_LOG_FORMAT", "access_log.format", setString(func(c *Config) *string { return &c.AccessLog.Format })},
 	// Without LB_: the workers read them too.
 	{"LEMONADE_OTLP_ENDPOINT", "otlp_endpoint", setString(func(c *Config) *string { return &c.OTLPEndpoint })},
 	{"LEMONADE_OTLP_PROTOCOL", "otlp_protocol", setString(func(c *Config) *string { return &c.OTLPProtocol })},

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
@@ -190,6 +193,15 @@ func (c *Config) problems() []problem {
 	if t := c.Admin.Token; t != "" && strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
 		// Never echo the secret: say what is wrong, not what it is.
 		add("admin.token", "must be printable ASCII without spaces (it is sent in an HTTP header)")
+	}
+
+	oneOf("access_log.format", c.AccessLog.Format, accesslog.Formats)
+	if p := c.AccessLog.Path; p != "" && p != accesslog.Stdout {
+		if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
+			add("access_log.path", "%q: directory %q does not exist", p, filepath.Dir(p))
+		} else if st, err := os.Stat(p); err == nil && st.IsDir() {
+			add("access_log.path", "%q is a directory", p)
+		}
 	}
 
 	oneOf("otlp_protocol", c.OTLPProtocol, OTLPProtocols)

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
@@ -51,6 +52,17 @@ type conn struct {
 	lingering      int                // index in loop.lingering (passing on a reset), or -1
 	waitingFD      bool               // in loop.fdWait: no descriptor for the backend socket
 	closed         bool
+
+	// For the access log (accesslog.Record).
+	ln       *listener
+	peer     netip.AddrPort // the client; zero unless the access log was on at the accept
+	to       netip.AddrPort // the backend address dialled
+	start    int64          // monotime of the accept (the loop's clock)
+	upAt     int64          // monotime the backend connection was up; 0 = never
+	firstOut int64          // monotime of the backend's first bytes; 0 = none yet
+	retries  int            // dials after a failed one
+	firstFIN side           // the side whose FIN came first
+	why      accesslog.End  // the first cause of the end, once known
 }
 
 // flow is one direction of a connection.
@@ -95,7 +107,7 @@ func (c *conn) fdOf(x side) int {
 	return c.server
 }
 
-func (l *loop) open(fd int) {
+func (l *loop) open(fd int, ln *listener, peer netip.AddrPort) {
 	c := &conn{
 		loop:      l,
 		client:    fd,
@@ -105,10 +117,14 @@ func (l *loop) open(fd int) {
 		lingering: -1,
 		index:     len(l.conns),
 		last:      l.now,
+		ln:        ln,
+		peer:      peer,
+		start:     l.now,
 	}
 	l.conns = append(l.conns, c)
 	c.tries = c.set.Retries + 1
 	if l.register(fd, c) != 0 {
+		c.endFor(accesslog.NoDescriptor)
 		l.close(c, false)
 		return
 	}
@@ -122,6 +138,7 @@ func (l *loop) open(fd int) {
 func (l *loop) dial(c *conn) {
 	for ; c.tries > 0; c.tries-- {
 		if l.srv.closing.Load() { // shutting down: no new backend connection
+			c.endFor(accesslog.Shutdown)
 			l.close(c, false)
 			return
 		}
@@ -147,6 +164,7 @@ func (l *loop) dial(c *conn) {
 		// every address of c.b failed: the next try picks again
 	}
 	l.srv.noBackend.Add(1)
+	c.endFor(accesslog.NoBackend)
 	l.close(c, false)
 }
 
@@ -187,17 +205,19 @@ func (l *loop) connect(c *conn, failed error) dialOutcome {
 		}
 		if err != nil || len(c.tried) > 0 { // an address or a backend failed this connection before
 			l.srv.retries.Add(1)
+			c.retries++
 		}
 		if e != 0 && e != syscall.EINPROGRESS {
 			closeFD(fd)
 			err = e
 			continue
 		}
-		c.server = fd
+		c.server, c.to = fd, addrs[c.addr]
 		if errno := l.register(fd, c); errno != 0 {
 			l.warnLocal("cannot watch a backend connection", errno)
 			l.srv.release(c.b)
 			c.b = nil
+			c.endFor(accesslog.NoDescriptor)
 			l.close(c, false)
 			return dialLocalFailure
 		}
@@ -273,6 +293,7 @@ func (l *loop) dialDone(c *conn, ev uint32) {
 // dialled or waited for: the dial is dropped and counts for nobody.
 func (l *loop) abandon(c *conn) {
 	l.srv.aborts.Add(1)
+	c.endFor(accesslog.ClientReset)
 	if c.b != nil {
 		l.srv.release(c.b)
 		c.b = nil
@@ -321,8 +342,10 @@ func (l *loop) waitForFD(c *conn, e syscall.Errno) {
 }
 
 func (l *loop) connected(c *conn) {
-	c.b.Connected(time.Duration(monotime() - c.dialStart))
+	c.upAt = monotime()
+	c.b.Connected(time.Duration(c.upAt - c.dialStart))
 	if l.srv.closing.Load() { // shutdown's CloseAll is on its way
+		c.endFor(accesslog.Shutdown)
 		l.abort(c)
 		return
 	}
@@ -404,8 +427,9 @@ func (l *loop) arrived(c *conn, f *flow) {
 		}
 		return
 	}
+	c.firstOut = monotime()
 	if c.firstIn != 0 {
-		c.b.ObserveLatency(time.Duration(monotime() - c.firstIn))
+		c.b.ObserveLatency(time.Duration(c.firstOut - c.firstIn))
 	}
 	c.sampled = true // or the backend spoke first: no sample
 }
@@ -479,6 +503,9 @@ func (l *loop) eof(c *conn, f *flow) {
 		return
 	}
 	f.eof = true
+	if c.firstFIN == 0 {
+		c.firstFIN = c.sideOf(f.from)
+	}
 	if c.aborted != 0 {
 		l.settle(c)
 		return
@@ -499,6 +526,11 @@ func (l *loop) reset(c *conn, x side) {
 	}
 	if c.aborted == 0 {
 		l.srv.aborts.Add(1)
+		if x == clientSide {
+			c.endFor(accesslog.ClientReset)
+		} else {
+			c.endFor(accesslog.BackendReset)
+		}
 		c.deadline = l.now + int64(abortLinger)
 		c.lingering = len(l.lingering)
 		l.lingering = append(l.lingering, c)
@@ -597,10 +629,60 @@ func (l *loop) close(c *conn, rst bool) {
 	}
 	l.srv.gate.release()
 	l.srv.conns.Done()
+	if al := l.srv.accessLog.Load(); al != nil {
+		al.Send(l.record(c))
+	}
 	if len(l.fdWait) > 0 { // descriptors freed: serve a waiting client now
 		l.retryAt = l.now
 		l.scheduleCheck(l.now)
 	}
+}
+
+// endFor records why c ends, unless an earlier cause is known: the first
+// cause is the one logged.
+func (c *conn) endFor(e accesslog.End) {
+	if c.why == 0 {
+		c.why = e
+	}
+}
+
+// record is c's access log line, once c has closed.
+func (l *loop) record(c *conn) accesslog.Record {
+	r := accesslog.Record{
+		Start:    epoch.Add(time.Duration(c.start)),
+		Duration: time.Duration(l.now - c.start),
+		Client:   c.peer,
+		Listener: c.ln.addr,
+		BytesIn:  c.up.n,
+		BytesOut: c.down.n,
+		Connect:  -1,
+		TTFB:     -1,
+		Retries:  c.retries,
+		End:      c.why,
+	}
+	if r.End == 0 { // a clean close: named by the first FIN
+		r.End = accesslog.ClientFIN
+		if c.firstFIN == serverSide {
+			r.End = accesslog.BackendFIN
+		}
+	}
+	switch {
+	case c.b != nil:
+		r.Backend, r.BackendAddr = c.b.Name(), c.to
+	case len(c.tried) > 0: // no backend: the last one tried
+		r.Backend = c.tried[len(c.tried)-1].Name()
+	}
+	if c.upAt != 0 {
+		r.Connect = time.Duration(c.upAt - c.start)
+		if c.firstOut != 0 {
+			from := c.upAt // the backend spoke first
+			if c.firstIn != 0 && c.firstIn <= c.firstOut {
+				from = c.firstIn
+			}
+			r.TTFB = time.Duration(c.firstOut - from)
+		}
+	}
+	return r
 }
 
 func (l *loop) takeBuf() []byte {
@@ -691,6 +773,26 @@ type zoneID struct {
 func putPort(p *uint16, port uint16) {
 	b := (*[2]byte)(unsafe.Pointer(p))
 	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// addrPortOf reads a socket address of the kernel's (AF_INET, AF_INET6;
+// the zero AddrPort otherwise).
+func addrPortOf(sa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case syscall.AF_INET:
+		p := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), portOf(p.Port))
+	case syscall.AF_INET6:
+		p := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom16(p.Addr).Unmap(), portOf(p.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// portOf reads a port in network byte order.
+func portOf(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 // setSocketOptions sets what a backend socket needs from its start: no

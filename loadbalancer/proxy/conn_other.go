@@ -7,12 +7,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
@@ -34,12 +36,22 @@ type goConn struct {
 	last     atomic.Int64    // sinceStart() of the last bytes either way
 	firstIn  atomic.Int64    // sinceStart() when the client's first bytes went to the backend
 
-	mu      sync.Mutex
-	done    [2]bool // the flow from that side ended: what it sent is delivered, or can never be
-	gone    [2]bool // that side reset
-	counted bool    // the abort is counted in Stats().Aborts
-	linger  *time.Timer
-	over    bool // both sockets are closed
+	// For the access log (accesslog.Record); the times are sinceStart().
+	listener netip.AddrPort
+	start    time.Duration    // accepted
+	upAt     time.Duration    // the backend connection was up; 0 = never
+	firstOut time.Duration    // the backend's first bytes; 0 = none yet
+	retries  int              // dials after a failed one
+	tried    *backend.Backend // the last backend whose dial failed
+
+	mu       sync.Mutex
+	done     [2]bool // the flow from that side ended: what it sent is delivered, or can never be
+	gone     [2]bool // that side reset
+	counted  bool    // the abort is counted in Stats().Aborts
+	linger   *time.Timer
+	over     bool          // both sockets are closed
+	firstFIN int           // 1 + the side whose FIN came first; 0 = none
+	why      accesslog.End // the first cause of the end, once known
 }
 
 // goFlow is one direction of a connection.
@@ -68,9 +80,9 @@ const (
 // handle runs a connection: the client's flow starts at once (it reads what
 // the client sends while the backend is dialled, and sees it leave), the
 // backend's once connected.
-func (e *goEngine) handle(client *net.TCPConn, dialing chan<- struct{}) {
+func (e *goEngine) handle(client *net.TCPConn, listener netip.AddrPort, dialing chan<- struct{}) {
 	s := e.s
-	c := &goConn{s: s, client: client, ready: make(chan struct{}), dialing: dialing}
+	c := &goConn{s: s, client: client, ready: make(chan struct{}), dialing: dialing, listener: listener, start: sinceStart()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.up = goFlow{c: c, from: atClient, srcRaw: rawConn(client)}
 	c.down = goFlow{c: c, from: atServer}
@@ -97,6 +109,7 @@ func (e *goEngine) handle(client *net.TCPConn, dialing chan<- struct{}) {
 	c.mu.Lock()
 	c.end(false) // already ended by the flows; closes for sure
 	b := c.b
+	why, firstFIN := c.why, c.firstFIN
 	c.mu.Unlock()
 	e.mu.Lock()
 	delete(e.conns, c)
@@ -110,6 +123,70 @@ func (e *goEngine) handle(client *net.TCPConn, dialing chan<- struct{}) {
 	}
 	s.gate.release()
 	s.conns.Done()
+	if al := s.accessLog.Load(); al != nil {
+		al.Send(c.record(b, why, firstFIN))
+	}
+}
+
+// record is c's access log line, once c has ended: b is its backend (nil
+// when none was connected), why and firstFIN what c.mu guarded.
+func (c *goConn) record(b *backend.Backend, why accesslog.End, firstFIN int) accesslog.Record {
+	end := sinceStart()
+	r := accesslog.Record{
+		Start:    clockStart.Add(c.start),
+		Duration: end - c.start,
+		Listener: c.listener,
+		BytesIn:  c.up.n,
+		BytesOut: c.down.n,
+		Connect:  -1,
+		TTFB:     -1,
+		Retries:  c.retries,
+		End:      why,
+	}
+	if a, ok := c.client.RemoteAddr().(*net.TCPAddr); ok {
+		r.Client = a.AddrPort()
+	}
+	if r.End == 0 { // a clean close: named by the first FIN
+		r.End = accesslog.ClientFIN
+		if firstFIN == 1+atServer {
+			r.End = accesslog.BackendFIN
+		}
+	}
+	switch {
+	case b != nil:
+		r.Backend = b.Name()
+		if a, ok := c.server.RemoteAddr().(*net.TCPAddr); ok {
+			r.BackendAddr = a.AddrPort()
+		}
+	case c.tried != nil:
+		r.Backend = c.tried.Name()
+	}
+	if c.upAt != 0 {
+		r.Connect = c.upAt - c.start
+		if c.firstOut != 0 {
+			from := c.upAt // the backend spoke first
+			if in := time.Duration(c.firstIn.Load()); in != 0 && in <= c.firstOut {
+				from = in
+			}
+			r.TTFB = c.firstOut - from
+		}
+	}
+	return r
+}
+
+// endFor records why c ends, unless an earlier cause is known. c.mu is
+// held.
+func (c *goConn) endFor(e accesslog.End) {
+	if c.why == 0 {
+		c.why = e
+	}
+}
+
+// endWith records why c ends (see endFor).
+func (c *goConn) endWith(e accesslog.End) {
+	c.mu.Lock()
+	c.endFor(e)
+	c.mu.Unlock()
 }
 
 // connect picks and dials a backend for c, from the table in force at each
@@ -129,7 +206,11 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 	var tried []*backend.Backend
 	retry := false // the last dial failed: the next is a retry
 	for tries := set.Retries + 1; tries > 0; {
-		if s.closing.Load() || c.ctx.Err() != nil {
+		if s.closing.Load() {
+			c.endWith(accesslog.Shutdown)
+			return nil
+		}
+		if c.ctx.Err() != nil { // the client reset, or c was closed: its cause is known
 			return nil
 		}
 		if pause > 0 { // taken before the dial: a descriptor freed after it wakes this
@@ -149,13 +230,14 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 			return nil
 		}
 		if retry {
-			s.retries.Add(1)
+			c.retried()
 			retry = false
 		}
 		start := time.Now()
-		server, reset, err := dialBackend(c.ctx, b, set.ConnectTimeout, c.dialStarted, &s.retries)
+		server, reset, err := dialBackend(c.ctx, b, set.ConnectTimeout, c.dialStarted, c.retried)
 		c.dialStarted()
 		if err == nil {
+			c.upAt = sinceStart()
 			b.Connected(time.Since(start))
 			if !c.connected(server, reset) {
 				return nil
@@ -175,6 +257,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 				waitUntil = time.Now().Add(fdWaitTimeout)
 			} else if time.Now().After(waitUntil) {
 				e.warnLocal(err)
+				c.endWith(accesslog.NoDescriptor)
 				return nil
 			}
 			e.warnLocal(err)
@@ -190,6 +273,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 			}
 		default:
 			tried = append(tried, b)
+			c.tried = b
 			s.dialFailed(b, set, err.Error())
 			b.Reresolve()
 			tries--
@@ -197,7 +281,14 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 		}
 	}
 	s.noBackend.Add(1)
+	c.endWith(accesslog.NoBackend)
 	return nil
+}
+
+// retried counts a dial that follows a failed one.
+func (c *goConn) retried() {
+	c.retries++
+	c.s.retries.Add(1)
 }
 
 // stopWaiting: a client waits for a descriptor no more; when it was the
@@ -223,11 +314,11 @@ func (c *goConn) dialStarted() {
 var errNoAddress = errors.New("no address")
 
 // dialBackend dials b's addresses in order until one answers, within
-// timeout in all (shared evenly by the addresses left), counting each move
-// to the next address in retries; opened runs once a socket exists. reset:
+// timeout in all (shared evenly by the addresses left), calling retried at
+// each move to the next address; opened runs once a socket exists. reset:
 // the backend accepted, then reset before the dial saw it connected; what
 // it sent before is still to be read from the connection returned.
-func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration, opened func(), retries *atomic.Uint64) (server *net.TCPConn, reset bool, err error) {
+func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration, opened, retried func()) (server *net.TCPConn, reset bool, err error) {
 	addrs, err := b.Addrs()
 	if err != nil {
 		return nil, false, err
@@ -236,7 +327,7 @@ func dialBackend(ctx context.Context, b *backend.Backend, timeout time.Duration,
 	err = errNoAddress
 	for i, ap := range addrs {
 		if i > 0 { // the address before failed, and not for a reason of this host
-			retries.Add(1)
+			retried()
 		}
 		d := net.Dialer{KeepAliveConfig: keepAlive, Deadline: time.Now().Add(time.Until(deadline) / time.Duration(len(addrs)-i))}
 		if server, reset, err = dialAddr(ctx, &d, ap.String(), opened); err == nil {
@@ -311,6 +402,7 @@ func (c *goConn) connected(server *net.TCPConn, reset bool) bool {
 	if c.over || c.s.closing.Load() {
 		server.SetLinger(0)
 		server.Close()
+		c.endFor(accesslog.Shutdown)
 		c.end(true)
 		return false
 	}
@@ -391,6 +483,7 @@ func (c *goConn) markGone(x int) {
 		return
 	}
 	if !c.gone[1-x] {
+		c.endFor([2]accesslog.End{accesslog.ClientReset, accesslog.BackendReset}[x])
 		c.countAbort()
 		c.linger = time.AfterFunc(abortLinger, c.abortNow)
 	}
@@ -420,6 +513,9 @@ func (c *goConn) fromEnded(x int, fin bool) bool {
 		return false
 	}
 	c.done[x] = true
+	if fin && c.firstFIN == 0 {
+		c.firstFIN = 1 + x
+	}
 	if !fin {
 		c.markGone(x)
 	} else if !c.gone[atClient] && !c.gone[atServer] {
@@ -458,6 +554,7 @@ func (c *goConn) resetSeen(x int) {
 func (c *goConn) idleEnd(cut bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.endFor(accesslog.IdleTimeout)
 	c.end(cut || c.gone[atClient] || c.gone[atServer])
 }
 
@@ -466,6 +563,7 @@ func (c *goConn) idleEnd(cut bool) {
 func (c *goConn) abandon(err error) {
 	if !isClosed(err) { // the client reset; else c was closed
 		c.mu.Lock()
+		c.endFor(accesslog.ClientReset)
 		c.countAbort()
 		c.mu.Unlock()
 	}
@@ -655,8 +753,9 @@ func (f *goFlow) arrived() {
 		c.firstIn.Store(int64(sinceStart()))
 		return
 	}
+	c.firstOut = sinceStart()
 	if t0 := c.firstIn.Load(); t0 != 0 {
-		c.b.ObserveLatency(sinceStart() - time.Duration(t0))
+		c.b.ObserveLatency(c.firstOut - time.Duration(t0))
 	}
 }
 

@@ -5,6 +5,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
@@ -128,6 +130,7 @@ func (e *loopEngine) closeBackend(b *backend.Backend) int {
 	e.each(func(l *loop) {
 		for i := 0; i < len(l.conns); {
 			if c := l.conns[i]; c.b == b {
+				c.endFor(accesslog.DrainTimeout)
 				l.abort(c) // moves the last one to i
 				n.Add(1)
 				continue
@@ -142,6 +145,7 @@ func (e *loopEngine) closeBackend(b *backend.Backend) int {
 func (e *loopEngine) closeAll() {
 	e.each(func(l *loop) {
 		for len(l.conns) > 0 {
+			l.conns[0].endFor(accesslog.Shutdown)
 			l.abort(l.conns[0])
 		}
 	})
@@ -153,11 +157,12 @@ func (e *loopEngine) closeAll() {
 // once: the loops use their own descriptor for the same socket.
 func (e *loopEngine) serve(ctx context.Context, ln *net.TCPListener) error {
 	s := e.srv
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 	fd, err := takeListener(ln)
 	if err != nil {
 		return err
 	}
-	lst := &listener{fd: fd}
+	lst := &listener{fd: fd, addr: addr}
 	e.mu.Lock()
 	if len(e.loops) == 0 {
 		e.want = loopCount(s.settings.Load())
@@ -225,7 +230,10 @@ func takeListener(ln *net.TCPListener) (int, error) {
 }
 
 // listener is a listening socket served by every loop.
-type listener struct{ fd int }
+type listener struct {
+	fd   int
+	addr netip.AddrPort // for the access log
+}
 
 // slot says what a descriptor of a loop belongs to. gen tells a stale event
 // (for a descriptor closed and reused in the same batch) from a live one.
@@ -248,6 +256,8 @@ type loop struct {
 	now    int64 // monotime, taken after each epoll_wait
 	sa4    syscall.RawSockaddrInet4
 	sa6    syscall.RawSockaddrInet6
+	peer   syscall.RawSockaddrAny // accept's client address
+	peerN  uint32
 
 	listeners []*listener
 	watching  bool  // the listeners are in the epoll set
@@ -626,7 +636,8 @@ func (l *loop) accept(ln *listener) {
 			l.pauseAtCap() // clients wait in the backlog; a freed slot resumes
 			continue
 		}
-		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), 0, 0, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		l.peerN = syscall.SizeofSockaddrAny
+		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), uintptr(unsafe.Pointer(&l.peer)), uintptr(unsafe.Pointer(&l.peerN)), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
 		switch e {
 		case 0:
 		case syscall.EAGAIN:
@@ -644,7 +655,11 @@ func (l *loop) accept(ln *listener) {
 		}
 		l.srv.accepted.Add(1)
 		l.srv.conns.Add(1)
-		l.open(int(r))
+		var peer netip.AddrPort
+		if l.srv.accessLog.Load() != nil {
+			peer = addrPortOf(&l.peer)
+		}
+		l.open(int(r), ln, peer)
 	}
 }
 
@@ -708,6 +723,7 @@ func (l *loop) checkTimers() int {
 				// cut, so a reset, not a FIN that would make it look
 				// complete. What a send queue holds still goes out.
 				cut := c.up.pending != nil || c.down.pending != nil || unread(c.client) > 0 || unread(c.server) > 0
+				c.endFor(accesslog.IdleTimeout)
 				l.close(c, cut) // moves the last one to i
 				continue
 			}
@@ -813,6 +829,7 @@ func (l *loop) checkFDWaits() {
 		c.waitingFD = false
 		if l.now >= c.fdDeadline {
 			l.warnLocal("a client waited too long for a descriptor: closed", syscall.EMFILE)
+			c.endFor(accesslog.NoDescriptor)
 			l.close(c, false)
 			continue
 		}

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 )
@@ -141,6 +142,8 @@ type Server struct {
 	retryStart  atomic.Uint64 // rotates the retries' fallback scan
 	closing     atomic.Bool
 	conns       sync.WaitGroup
+	// accessLog gets a line for each connection that ends while it is set.
+	accessLog atomic.Pointer[accesslog.Log]
 }
 
 // New returns a server routing by t with settings s; log receives health
@@ -171,6 +174,11 @@ func (s *Server) SetSettings(set Settings) {
 		s.eng.settingsChanged()
 	}
 }
+
+// SetAccessLog sends a line to l for every connection that ends from now
+// on; nil stops it. The client's address is known for the connections
+// accepted while a log is set.
+func (s *Server) SetAccessLog(l *accesslog.Log) { s.accessLog.Store(l) }
 
 // Stats reads the counters.
 func (s *Server) Stats() Stats {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 )
 
@@ -113,6 +114,7 @@ func (e *goEngine) closeBackend(b *backend.Backend) int {
 	for c := range e.conns {
 		c.mu.Lock()
 		if c.b == b && !c.over {
+			c.endFor(accesslog.DrainTimeout)
 			c.end(true)
 			n++
 		}
@@ -126,6 +128,7 @@ func (e *goEngine) closeAll() {
 	defer e.mu.Unlock()
 	for c := range e.conns {
 		c.mu.Lock()
+		c.endFor(accesslog.Shutdown)
 		c.end(true)
 		c.mu.Unlock()
 	}
@@ -136,6 +139,7 @@ func (e *goEngine) serve(ctx context.Context, ln *net.TCPListener) error {
 	if rc, err := ln.SyscallConn(); err == nil {
 		rc.Control(inlineUrgent) // for the sockets it accepts (not on Linux's MPTCP listeners)
 	}
+	listener := ln.Addr().(*net.TCPAddr).AddrPort()
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now().Add(backlogGrace)) })
 	defer stop()
 	defer ln.Close()
@@ -191,7 +195,7 @@ func (e *goEngine) serve(ctx context.Context, ln *net.TCPListener) error {
 		}
 		s.accepted.Add(1)
 		s.conns.Add(1)
-		go e.handle(c, dialing)
+		go e.handle(c, listener, dialing)
 		select {
 		case <-dialing:
 		case <-ctx.Done():

@@ -1,0 +1,361 @@
+// Package accesslog is the balancer's TCP access log: one line per proxied
+// connection when it ends, with how it ended (End), in text (logfmt) or JSON.
+//
+// The event loops never wait for it: Send puts a Record in a bounded queue
+// and returns; one writer goroutine formats and writes the lines, in order,
+// through a buffer flushed whenever the queue empties. When the queue is
+// full the line is dropped and counted (Stats.Dropped). Reopen opens the
+// file again (log rotation, SIGUSR1); Use changes the file or the format at
+// a reload, after the lines queued before are written to the old one.
+package accesslog
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// End is how a connection ended.
+type End uint8
+
+// The ways a connection ends. A clean end is named by the side whose FIN
+// came first; an aborted one by the side that reset first.
+const (
+	endUnknown   End = iota // never logged: the engine always names one
+	ClientFIN               // both sides closed; the client's FIN came first
+	BackendFIN              // both sides closed; the backend's FIN came first
+	ClientReset             // the client reset (also while its backend was dialled)
+	BackendReset            // the backend reset (or its socket failed)
+	IdleTimeout             // no bytes either way for proxy.idle_timeout
+	DrainTimeout            // its backend was removed or disabled and the drain timeout passed
+	NoBackend               // no backend was eligible, or every dial failed
+	NoDescriptor            // this host had no descriptor (or port) for the backend connection in time
+	Shutdown                // the balancer shut down (its drain timeout passed)
+)
+
+var endNames = [...]string{
+	endUnknown:   "unknown",
+	ClientFIN:    "client_fin",
+	BackendFIN:   "backend_fin",
+	ClientReset:  "client_reset",
+	BackendReset: "backend_reset",
+	IdleTimeout:  "idle_timeout",
+	DrainTimeout: "drain_timeout",
+	NoBackend:    "no_backend",
+	NoDescriptor: "no_descriptor",
+	Shutdown:     "shutdown",
+}
+
+func (e End) String() string {
+	if int(e) < len(endNames) {
+		return endNames[e]
+	}
+	return endNames[endUnknown]
+}
+
+// Ends lists every End a line can carry, in documentation order.
+func Ends() []End {
+	return []End{ClientFIN, BackendFIN, ClientReset, BackendReset, IdleTimeout, DrainTimeout, NoBackend, NoDescriptor, Shutdown}
+}
+
+// Record is one connection, as the engine saw it end. Durations are -1 when
+// the moment never came (no backend connected, no answer).
+type Record struct {
+	Start       time.Time      // accepted
+	Duration    time.Duration  // from the accept to the end
+	Client      netip.AddrPort // zero when unknown
+	Listener    netip.AddrPort // the listener's address
+	Backend     string         // the backend's name; "" when none was connected or tried
+	BackendAddr netip.AddrPort // the address connected; zero when none
+	BytesIn     int64          // client → backend
+	BytesOut    int64          // backend → client
+	Connect     time.Duration  // from the accept until the backend connection was up, retries included
+	TTFB        time.Duration  // from the client's first bytes (or the connect, when the backend speaks first) to the backend's first bytes
+	Retries     int            // dials after a failed one
+	End         End
+}
+
+// Formats lists the valid formats.
+var Formats = []string{"text", "json"}
+
+// Format is how a line is written.
+type Format uint8
+
+const (
+	Text Format = iota // logfmt: key=value pairs
+	JSON               // one JSON object per line
+)
+
+// ParseFormat reads a format name (one of Formats).
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "text", "":
+		return Text, nil
+	case "json":
+		return JSON, nil
+	}
+	return 0, fmt.Errorf("unknown access log format %q (text or json)", s)
+}
+
+// Stdout is the path that writes to the standard output.
+const Stdout = "-"
+
+// QueueSize bounds the lines waiting for the writer.
+const QueueSize = 4096
+
+// Stats are the log's counters.
+type Stats struct {
+	Path    string `json:"path"`    // "" when off
+	Written uint64 `json:"written"` // lines written
+	Dropped uint64 `json:"dropped"` // lines dropped: the queue was full, or the log was turned off
+	Errors  uint64 `json:"errors"`  // failed writes and reopens
+}
+
+// Log is an access log. New starts its writer; Close stops it.
+type Log struct {
+	errLog *slog.Logger
+	queue  chan Record
+	ctl    chan func()
+	stop   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+
+	written, dropped, errors atomic.Uint64
+
+	mu   sync.Mutex // the fields below: set by the writer, read by Stats
+	path string
+
+	// the writer's own
+	out      *output
+	format   Format
+	buf      []byte
+	lastWarn time.Time
+}
+
+// output is an open destination.
+type output struct {
+	path string
+	f    *os.File // nil for stdout
+	w    *bufio.Writer
+}
+
+// New returns a log that writes nothing until Use gives it a file; errLog
+// receives its own failures (at most one line per 10s).
+func New(errLog *slog.Logger) *Log {
+	if errLog == nil {
+		errLog = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{
+		errLog: errLog,
+		queue:  make(chan Record, QueueSize),
+		ctl:    make(chan func()),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go l.run()
+	return l
+}
+
+// Output is a destination opened by Open, not yet in use.
+type Output struct{ o *output }
+
+// Open opens path for appending (created 0644 if missing); Stdout is the
+// standard output. Opening is apart from Use so that a reload can fail
+// before it changes anything.
+func Open(path string) (Output, error) {
+	if path == Stdout {
+		return Output{&output{path: path, w: bufio.NewWriterSize(os.Stdout, 64<<10)}}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return Output{}, fmt.Errorf("access_log.path: %w", err)
+	}
+	return Output{&output{path: path, f: f, w: bufio.NewWriterSize(f, 64<<10)}}, nil
+}
+
+// Close closes an Output that was never put in use.
+func (o Output) Close() {
+	if o.o != nil {
+		o.o.close()
+	}
+}
+
+// Use writes the next lines to out in format f, once the lines queued
+// before are written to the current output, which is then closed. A zero
+// Output turns the log off: later lines are dropped (and counted).
+func (l *Log) Use(out Output, f Format) {
+	l.do(func() {
+		l.flush()
+		if l.out != nil {
+			l.out.close()
+		}
+		l.out, l.format = out.o, f
+		l.mu.Lock()
+		l.path = ""
+		if out.o != nil {
+			l.path = out.o.path
+		}
+		l.mu.Unlock()
+	})
+}
+
+// Reopen opens the current file again, after the lines queued before are
+// written to it: after a rotation, the file at the path is a new one. When
+// the file cannot be opened, the old one stays in use and the error is
+// returned.
+func (l *Log) Reopen() error {
+	var err error
+	l.do(func() {
+		l.flush()
+		if l.out == nil || l.out.f == nil { // off, or stdout
+			return
+		}
+		var next Output
+		if next, err = Open(l.out.path); err != nil {
+			l.errors.Add(1)
+			return
+		}
+		l.out.close()
+		l.out = next.o
+	})
+	return err
+}
+
+// do runs f in the writer after the lines queued before are written.
+func (l *Log) do(f func()) {
+	if l.closed.Load() {
+		return
+	}
+	ran := make(chan struct{})
+	select {
+	case l.ctl <- func() { f(); close(ran) }:
+		<-ran
+	case <-l.done:
+	}
+}
+
+// Send queues r and returns at once; a full queue drops it (counted).
+func (l *Log) Send(r Record) {
+	if l.closed.Load() {
+		l.dropped.Add(1)
+		return
+	}
+	select {
+	case l.queue <- r:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Stats reads the counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	p := l.path
+	l.mu.Unlock()
+	return Stats{Path: p, Written: l.written.Load(), Dropped: l.dropped.Load(), Errors: l.errors.Load()}
+}
+
+// Close writes the lines queued, closes the file and stops the writer.
+// Lines sent after it are dropped (counted).
+func (l *Log) Close() {
+	if l.closed.Swap(true) {
+		<-l.done
+		return
+	}
+	close(l.stop)
+	<-l.done
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	for {
+		select {
+		case r := <-l.queue:
+			l.write(r)
+			if len(l.queue) == 0 {
+				l.flush()
+			}
+		case f := <-l.ctl:
+			l.drain()
+			f()
+		case <-l.stop:
+			l.drain()
+			l.flush()
+			if l.out != nil {
+				l.out.close()
+				l.out = nil
+			}
+			return
+		}
+	}
+}
+
+// drain writes the lines queued now.
+func (l *Log) drain() {
+	for {
+		select {
+		case r := <-l.queue:
+			l.write(r)
+		default:
+			return
+		}
+	}
+}
+
+func (l *Log) write(r Record) {
+	if l.out == nil {
+		l.dropped.Add(1)
+		return
+	}
+	if l.format == JSON {
+		l.buf = AppendJSON(l.buf[:0], &r)
+	} else {
+		l.buf = AppendText(l.buf[:0], &r)
+	}
+	if _, err := l.out.w.Write(l.buf); err != nil {
+		l.failed("cannot write the access log", err)
+		return
+	}
+	l.written.Add(1)
+}
+
+func (l *Log) flush() {
+	if l.out == nil {
+		return
+	}
+	if err := l.out.w.Flush(); err != nil {
+		l.failed("cannot write the access log", err)
+	}
+}
+
+// failed counts a failed write and logs it, at most once per 10s. What
+// could not be written is lost, not retried forever: the buffer starts
+// anew (a bufio.Writer keeps its first error).
+func (l *Log) failed(msg string, err error) {
+	l.out.w.Reset(l.out.writer())
+	l.errors.Add(1)
+	if now := time.Now(); now.Sub(l.lastWarn) >= 10*time.Second {
+		l.lastWarn = now
+		l.errLog.Error(msg, "path", l.out.path, "error", err, "errors", l.errors.Load())
+	}
+}
+
+func (o *output) writer() io.Writer {
+	if o.f == nil {
+		return os.Stdout
+	}
+	return o.f
+}
+
+func (o *output) close() {
+	o.w.Flush()
+	if o.f != nil {
+		o.f.Close()
+	}
+}
