@@ -15,6 +15,16 @@
 # Lemonade / HAProxy as Markdown on stdout and into
 # bench/results/compare-DATE.md.
 #
+# Feature targets measure what an optional feature of `lemonade lb` costs, on
+# against off in the same rounds: each runs exactly like lemonade (same
+# binary, template, own port and config) plus the feature's keys, and the
+# report adds the ratios feature / lemonade.
+#   lemonade-otlp       OTLP/gRPC metric export every OTLP_INTERVAL to a
+#                       local sink (bench/otlpsink, built into the temp dir);
+#                       fails unless the sink received exports during the run
+#   lemonade-accesslog  a text access log in the temp dir; fails unless the
+#                       log has lines after the run
+#
 # Knobs (environment variables, defaults in brackets):
 #   ROUNDS [3]            interleaved rounds
 #   DURATION [8]          seconds of each keep-alive wrk run
@@ -22,12 +32,16 @@
 #   WARMUP [2]            seconds of untimed keep-alive load per target first
 #   THREADS [2] CONNS [64]  wrk -t / -c
 #   SETTLE [1]            seconds of rest between two runs
-#   TARGETS ["direct lemonade haproxy nginx"]  any subset, in this order
+#   TARGETS ["direct lemonade haproxy nginx"]  any of direct lemonade
+#                         lemonade-before lemonade-otlp lemonade-accesslog
+#                         haproxy nginx, run in the order given
 #   MODES ["keepalive close"]
 #   REDIS [1]             0 skips the Redis part
 #   REDIS_N [100000]      requests per plain redis-benchmark test
 #   REDIS_PIPE_N [1000000] requests per pipelined test
 #   REDIS_CLIENTS [50] REDIS_PIPELINE [16]
+#   OTLP_INTERVAL [1s]    lemonade-otlp's metrics.interval (milliseconds or a
+#                         Go duration; lemonade lb checks it)
 #   LEMONADE [bin/lemonade]  the binary under test (`lemonade lb`)
 #   LEMONADE_WORKER [$LEMONADE]  the binary that runs the workers
 #   BEFORE []             a second Lemonade binary (the build before a change):
@@ -50,6 +64,7 @@ WARMUP=${WARMUP:-2}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 SETTLE=${SETTLE:-1}
+TARGETS_SET=${TARGETS:-} # as given, for the report's command line
 TARGETS=${TARGETS:-"direct lemonade haproxy nginx"}
 MODES=${MODES:-"keepalive close"}
 REDIS=${REDIS:-1}
@@ -57,6 +72,7 @@ REDIS_N=${REDIS_N:-100000}
 REDIS_PIPE_N=${REDIS_PIPE_N:-1000000}
 REDIS_CLIENTS=${REDIS_CLIENTS:-50}
 REDIS_PIPELINE=${REDIS_PIPELINE:-16}
+OTLP_INTERVAL=${OTLP_INTERVAL:-1s}
 LEMONADE=${LEMONADE:-$ROOT/bin/lemonade}
 LEMONADE_WORKER=${LEMONADE_WORKER:-$LEMONADE}
 BEFORE=${BEFORE:-}
@@ -66,22 +82,27 @@ KEEP_WORK=${KEEP_WORK:-0}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for v in ROUNDS DURATION CLOSE_DURATION WARMUP THREADS CONNS SETTLE REDIS_N REDIS_PIPE_N REDIS_CLIENTS REDIS_PIPELINE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
-if [[ -n $BEFORE && " $TARGETS " != *" lemonade-before "* ]]; then
-	if [[ " $TARGETS " == *" lemonade "* ]]; then
+if [[ -n $BEFORE ]] && ! has lemonade-before; then
+	if has lemonade; then
 		TARGETS=$(sed 's/\(^\| \)lemonade\( \|$\)/\1lemonade lemonade-before\2/' <<<"$TARGETS")
 	else
 		TARGETS="$TARGETS lemonade-before"
 	fi
 fi
 for t in $TARGETS; do
-	case $t in direct | lemonade | lemonade-before | haproxy | nginx) ;; *) die "unknown target '$t' in TARGETS (direct lemonade lemonade-before haproxy nginx)" ;; esac
+	case $t in
+	direct | lemonade | lemonade-before | lemonade-otlp | lemonade-accesslog | haproxy | nginx) ;;
+	*) die "unknown target '$t' in TARGETS (direct lemonade lemonade-before lemonade-otlp lemonade-accesslog haproxy nginx)" ;;
+	esac
 done
-if [[ " $TARGETS " == *" lemonade-before "* ]]; then
+if has lemonade-before; then
 	[[ -n $BEFORE ]] || die "target lemonade-before needs BEFORE=/path/to/lemonade"
 	[[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not an executable"
 fi
@@ -118,6 +139,7 @@ install_tools
 
 [[ -x $LEMONADE ]] || die "$LEMONADE not found: run 'make build' (or set LEMONADE=path)"
 [[ -x $LEMONADE_WORKER ]] || die "$LEMONADE_WORKER not found (LEMONADE_WORKER)"
+! has lemonade-otlp || command -v go >/dev/null || die "go not found: target lemonade-otlp builds bench/otlpsink"
 "$LEMONADE_WORKER" worker --help >/dev/null 2>&1 || die "$LEMONADE_WORKER has no 'worker' command: rebuild with 'make build'"
 
 # Room for two file descriptors per proxied connection.
@@ -130,6 +152,7 @@ PIDS=()           # every process this script started, in start order
 declare -A PID_OF # name -> pid
 declare -A ADDR_OF # name -> host:port
 SYSCTL_RESTORE=""
+FEATURE_NOTES=()  # what check_features saw the feature targets do, for the report
 
 cleanup() {
 	local rc=$?
@@ -149,30 +172,41 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
-
-
-
 
 render() { # render TEMPLATE OUT NAME LISTEN B1 B2
 	sed -e "s|@NAME@|$3|g" -e "s|@LISTEN@|$4|g" -e "s|@BACKEND1@|$5|g" -e "s|@BACKEND2@|$6|g" \
 		-e "s|@DIR@|$WORK|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" "$1" >"$2"
 }
 
-# start_balancers PREFIX B1 B2: Lemonade, HAProxy and nginx in front of B1, B2,
-# named PREFIX-lemonade, PREFIX-haproxy, PREFIX-nginx.
+# lemonade_features TARGET NAME prints the top-level YAML keys that TARGET
+# adds to the lemonade template for the balancer NAME: none for lemonade and
+# lemonade-before.
+lemonade_features() {
+	case $1 in
+	lemonade-otlp)
+		printf 'otlp_endpoint: "%s"\notlp_protocol: grpc\nmetrics:\n  interval: %s\n' \
+			"${ADDR_OF[otlp-sink]}" "$OTLP_INTERVAL"
+		;;
+	lemonade-accesslog)
+		printf 'access_log:\n  path: "%s"\n  format: text\n' "$WORK/$2-access.log"
+		;;
+	esac
+}
+
+# start_balancers PREFIX B1 B2: every balancer of TARGETS in front of B1, B2,
+# named PREFIX-TARGET (PREFIX-lemonade, PREFIX-haproxy, ...).
 start_balancers() {
 	local prefix=$1 b1=$2 b2=$3 name addr t
 	for t in $TARGETS; do
 		name=$prefix-$t
 		case $t in
-		lemonade | lemonade-before)
+		lemonade | lemonade-before | lemonade-otlp | lemonade-accesslog)
 			local bin=$LEMONADE
 			[[ $t == lemonade-before ]] && bin=$BEFORE
 			free_port PORT
 			addr=127.0.0.1:$PORT
 			render "$TEMPLATES/lemonade.yaml.tmpl" "$WORK/$name.yaml" "$name" "$addr" "$b1" "$b2"
+			lemonade_features "$t" "$name" >>"$WORK/$name.yaml"
 			start "$name" "$bin" --log-level warn lb -c "$WORK/$name.yaml"
 			;;
 		haproxy)
@@ -196,6 +230,43 @@ start_balancers() {
 	done
 }
 
+# check_features fails unless the feature targets did what they were
+# measured doing. Their balancers stop first, so that the access logs are
+# flushed and the final OTLP exports are in, then the sink, which prints its
+# counts as it exits.
+check_features() {
+	local prefixes=(http) p t name lines counts kv exports=0 points=0
+	((REDIS)) && prefixes+=(redis)
+	for p in "${prefixes[@]}"; do
+		for t in lemonade-otlp lemonade-accesslog; do
+			! has "$t" || stop "$p-$t"
+		done
+	done
+	if has lemonade-accesslog; then
+		for p in "${prefixes[@]}"; do
+			name=$p-lemonade-accesslog
+			lines=$(wc -l <"$WORK/$name-access.log" 2>/dev/null) || lines=0
+			((lines > 0)) || die "$name wrote no access log line to $WORK/$name-access.log (see $WORK/$name.log)"
+			FEATURE_NOTES+=("$name: $lines access log lines")
+		done
+	fi
+	if has lemonade-otlp; then
+		stop otlp-sink
+		counts=$(grep '^otlpsink metric_exports=' "$WORK/otlp-sink.log") || true
+		for kv in $counts; do
+			case $kv in
+			metric_exports=*) exports=${kv#*=} ;;
+			metric_points=*) points=${kv#*=} ;;
+			esac
+		done
+		# Each lemonade-otlp balancer sends a last export as it stops: only
+		# exports beyond those show that the export ran during the runs.
+		((exports > ${#prefixes[@]})) ||
+			die "the OTLP sink received $exports metric exports from ${#prefixes[@]} lemonade-otlp balancers," \
+				"no more than their last ones at shutdown (see $WORK/otlp-sink.log and $WORK/*-lemonade-otlp.log)"
+		FEATURE_NOTES+=("OTLP sink: $exports metric exports ($points data points) from ${prefixes[*]/%/-lemonade-otlp}")
+	fi
+}
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -293,6 +364,46 @@ fmt() { # fmt VALUE PRINTF-FORMAT
 	if [[ $1 == - || $1 == nan ]]; then echo "–"; else awk -v v="$1" -v f="$2" 'BEGIN{printf f, v}'; fi
 }
 
+# runs prints KIND MODE LABEL, tab-separated, for every HTTP mode and Redis
+# test measured.
+runs() {
+	local m v test
+	for m in $MODES; do printf 'http\t%s\t%s\n' "$m" "$m"; done
+	((REDIS)) || return 0
+	for v in plain pipelined; do
+		for test in set get; do printf 'redis\t%s\t%s\n' "$v-$test" "redis $v ${test^^}"; done
+	done
+}
+
+# ratio_table BASE LABEL TARGET...: for each TARGET run, the medians of the
+# per-round ratios TARGET / BASE of CPU per request and of throughput, in
+# every mode; nothing when BASE or all of the TARGETs were not run.
+ratio_table() {
+	local base=$1 label=$2 t ts=() kind mode name
+	shift 2
+	for t; do has "$t" && ts+=("$t"); done
+	has "$base" && ((${#ts[@]} > 0)) || return 0
+	echo
+	echo "## Ratios against $label (median of the per-round ratios)"
+	echo
+	echo "| mode | balancer | CPU/req ÷ $label | req/s ÷ $label |"
+	echo "|---|---|--:|--:|"
+	while IFS=$'\t' read -r kind mode name; do
+		for t in "${ts[@]}"; do
+			echo "| $name | $t | $(fmt "$(ratio_median "$kind" "$mode" 8 "$t" "$base")" '%.2f') |" \
+				"$(fmt "$(ratio_median "$kind" "$mode" 5 "$t" "$base")" '%.2f') |"
+		done
+	done < <(runs)
+}
+
+# feature_targets describes the feature targets run, for the report.
+feature_targets() {
+	! has lemonade-otlp ||
+		echo -n "**lemonade-otlp** = lemonade plus OTLP/gRPC metric export (\`metrics.interval: $OTLP_INTERVAL\`) to a sink on loopback (bench/otlpsink); "
+	! has lemonade-accesslog ||
+		echo -n "**lemonade-accesslog** = lemonade plus \`access_log\` (\`format: text\`) to a file; "
+}
+
 # ---------------------------------------------------------------- machine
 
 machine() {
@@ -341,6 +452,16 @@ done
 for i in 1 2; do
 	wait_ready "http-worker-$i" curl -fsS -m 1 "http://${ADDR_OF[http-worker-$i]}/health"
 done
+
+# The OTLP collector the lemonade-otlp balancers export to.
+if has lemonade-otlp; then
+	(cd "$ROOT/bench/otlpsink" && GOWORK=off go build -o "$WORK/otlpsink" .) || die "cannot build bench/otlpsink"
+	free_port PORT
+	ADDR_OF[otlp-sink]=127.0.0.1:$PORT
+	start otlp-sink "$WORK/otlpsink" -addr "${ADDR_OF[otlp-sink]}"
+	wait_ready otlp-sink grep -q '^otlpsink: listening' "$WORK/otlp-sink.log"
+fi
+
 start_balancers http "${ADDR_OF[http-worker-1]}" "${ADDR_OF[http-worker-2]}"
 
 # Each balancer must answer and spread new connections over both workers.
@@ -398,6 +519,7 @@ if ((REDIS)); then
 	done
 fi
 
+check_features
 ELAPSED=$(($(date +%s) - START_TIME))
 
 # ---------------------------------------------------------------- report
@@ -406,21 +528,29 @@ report() {
 	local m t label
 	echo "# Lemonade vs HAProxy vs nginx — $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
-	local bins=""
-	[[ $LEMONADE == "$ROOT/bin/lemonade" ]] || bins+="LEMONADE=$LEMONADE "
-	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || bins+="LEMONADE_WORKER=$LEMONADE_WORKER "
-	[[ -z $BEFORE ]] || bins+="BEFORE=$BEFORE "
-	echo "Command: \`${bins}ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
+	local vars=""
+	[[ $LEMONADE == "$ROOT/bin/lemonade" ]] || vars+="LEMONADE=$LEMONADE "
+	[[ $LEMONADE_WORKER == "$LEMONADE" ]] || vars+="LEMONADE_WORKER=$LEMONADE_WORKER "
+	[[ -z $BEFORE ]] || vars+="BEFORE=$BEFORE "
+	[[ -z $TARGETS_SET ]] || vars+="TARGETS=\"$TARGETS_SET\" "
+	((REDIS)) || vars+="REDIS=0 "
+	echo "Command: \`${vars}ROUNDS=$ROUNDS DURATION=$DURATION CLOSE_DURATION=$CLOSE_DURATION THREADS=$THREADS CONNS=$CONNS REDIS_N=$REDIS_N REDIS_PIPE_N=$REDIS_PIPE_N bash bench/compare.sh\` ($ELAPSED s)"
 	echo
 	machine
 	echo
 	echo "Targets: **direct** = wrk straight to one worker (the limit); **lemonade** = \`lemonade lb\`," \
 		"round_robin over both workers, \`event_loops: 1\`;" \
-		"${BEFORE:+**lemonade-before** = the same with the BEFORE binary; }**haproxy** = \`mode tcp\`, \`nbthread 1\`," \
+		"${BEFORE:+**lemonade-before** = the same with the BEFORE binary; }$(feature_targets)**haproxy** = \`mode tcp\`, \`nbthread 1\`," \
 		"\`balance roundrobin\`; **nginx** = \`stream\`, \`worker_processes 1\`. Backends: two" \
 		"\`lemonade worker -f fasthttp -d 0\` (\`GET /work\`). Everything on loopback on this machine," \
 		"interleaved: each round runs every target once per mode. Figures are medians over $ROUNDS rounds;" \
 		"CPU = the balancer's utime+stime over the run (all its processes) / requests."
+	if ((${#FEATURE_NOTES[@]} > 0)); then
+		echo
+		echo "Feature targets, checked after the runs:"
+		echo
+		printf -- '- %s\n' "${FEATURE_NOTES[@]}"
+	fi
 	for m in $MODES; do
 		echo
 		if [[ $m == keepalive ]]; then
@@ -437,30 +567,8 @@ report() {
 				"$(col http "$t" "$m" 9 | awk '{s+=$1} END{print s+0}') |"
 		done
 	done
-	if [[ " $TARGETS " == *" haproxy "* ]]; then
-		echo
-		echo "## Ratios against HAProxy (median of the per-round ratios)"
-		echo
-		echo "| mode | balancer | CPU/req ÷ HAProxy | req/s ÷ HAProxy |"
-		echo "|---|---|--:|--:|"
-		for m in $MODES; do
-			for t in lemonade lemonade-before nginx; do
-				[[ " $TARGETS " == *" $t "* ]] || continue
-				echo "| $m | $t | $(fmt "$(ratio_median http "$m" 8 "$t" haproxy)" '%.2f') | $(fmt "$(ratio_median http "$m" 5 "$t" haproxy)" '%.2f') |"
-			done
-		done
-		if ((REDIS)); then
-			for v in plain pipelined; do
-				for test in set get; do
-					for t in lemonade lemonade-before nginx; do
-						[[ " $TARGETS " == *" $t "* ]] || continue
-						echo "| redis $v ${test^^} | $t | $(fmt "$(ratio_median redis "$v-$test" 8 "$t" haproxy)" '%.2f') |" \
-							"$(fmt "$(ratio_median redis "$v-$test" 5 "$t" haproxy)" '%.2f') |"
-					done
-				done
-			done
-		fi
-	fi
+	ratio_table haproxy HAProxy lemonade lemonade-before lemonade-otlp lemonade-accesslog nginx
+	ratio_table lemonade lemonade lemonade-otlp lemonade-accesslog
 	if ((REDIS)); then
 		for v in plain pipelined; do
 			echo

@@ -75,7 +75,8 @@ for t in $TARGETS; do
 	case $t in direct | lemonade | lemonade-before | haproxy) ;; *) die "unknown target '$t' in TARGETS (direct lemonade lemonade-before haproxy)" ;; esac
 done
 
-has() { [[ " $TARGETS " == *" $1 "* ]]; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
 
@@ -123,8 +124,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 
 

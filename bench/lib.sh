@@ -1,6 +1,10 @@
+# shellcheck shell=bash
 # bench/lib.sh — what bench/compare.sh and bench/fairness.sh share: ports,
-# processes and their CPU time, medians. Sourced after the script defines
-# die, WORK, PIDS and PID_OF.
+# processes and their CPU time, medians. Sourced once the script defines
+# die and log; its functions use WORK, PIDS, PID_OF and TARGETS too.
+
+# has TARGET: TARGET is one of $TARGETS.
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 declare -A USED_PORT
 # free_port VAR sets VAR to a loopback port below the ephemeral range that
@@ -69,19 +73,36 @@ median() {
 		print m }'
 }
 
-# stop_started stops the processes start ran, last first: TERM, up to 5 s,
-# then KILL.
-stop_started() {
-	local i pid
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		kill -TERM "${PIDS[i]}" 2>/dev/null || true
-	done
+# stop_pids PID... sends TERM to each PID in the order given, waits up to 5 s
+# for all of them to exit, then KILLs those left.
+stop_pids() {
+	local pid alive
+	for pid; do kill -TERM "$pid" 2>/dev/null || true; done
 	for _ in $(seq 50); do
-		local alive=0
-		for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		alive=0
+		for pid; do kill -0 "$pid" 2>/dev/null && alive=1; done
 		((alive)) || break
 		sleep 0.1
 	done
-	for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+	for pid; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# stop NAME stops one process start ran and waits for it, so that all it had
+# to write at exit is in $WORK/NAME.log; stop_started then leaves it alone.
+stop() {
+	local pid=${PID_OF[$1]} i
+	stop_pids "$pid"
+	wait "$pid" 2>/dev/null || true
+	for i in "${!PIDS[@]}"; do
+		[[ ${PIDS[i]} != "$pid" ]] || unset 'PIDS[i]'
+	done
+	PIDS=("${PIDS[@]}")
+}
+
+# stop_started stops the processes start ran (and stop did not), last first.
+stop_started() {
+	local i last_first=()
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do last_first+=("${PIDS[i]}"); done
+	((${#last_first[@]} == 0)) || stop_pids "${last_first[@]}"
 	wait 2>/dev/null || true
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -84,6 +85,10 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go reopenAccessLogOn(log, b, usr1)
 	if c.Config != "" {
 		go loadbalancer.WatchFile(ctx, b, c.Config, hup)
 	} else {
@@ -100,4 +105,21 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	}
 	<-b.Done()
 	return nil
+}
+
+// reopenAccessLogOn opens the access log's file again at each signal on sig
+// (SIGUSR1, after a log rotation), until b stops.
+func reopenAccessLogOn(log *slog.Logger, b *loadbalancer.Balancer, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-sig:
+			if err := b.ReopenAccessLog(); err != nil {
+				log.Error("SIGUSR1: cannot reopen the access log, still writing to the old file", "error", err)
+			} else {
+				log.Info("SIGUSR1: access log reopened", "path", b.Config().AccessLog.Path)
+			}
+		case <-b.Done():
+			return
+		}
+	}
 }

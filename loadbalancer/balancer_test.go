@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -300,6 +302,63 @@ func TestReloadThatCannotBindChangesNothing(t *testing.T) {
 	}
 	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
 		t.Fatalf("old listener: %q, %v", body, err)
+	}
+}
+
+// An access log that cannot be opened at apply time (its directory went
+// away after the config loaded) rejects the reload whole; one that opens
+// starts logging at once, and the old file keeps what came before.
+func TestReloadOfTheAccessLog(t *testing.T) {
+	a := newBackend(t, "a")
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.log")
+	cfg := testConfig(t, "round_robin", a)
+	cfg.AccessLog = config.AccessLog{Path: first, Format: "text"}
+	lb := startBalancer(t, cfg)
+	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
+		t.Fatalf("%q, %v", body, err)
+	}
+	waitFor(t, "a line in the first log", func() bool { return lb.Snapshot().AccessLog.Written >= 1 })
+
+	next := clone(cfg)
+	next.AccessLog = config.AccessLog{Path: filepath.Join(dir, "gone", "x.log"), Format: "json"}
+	next.Strategy = "least_connections"
+	if err := lb.Apply(next); err == nil || !strings.Contains(err.Error(), "access_log.path") {
+		t.Fatalf("Apply error %v, want one naming access_log.path", err)
+	}
+	if s := lb.Snapshot(); s.Strategy != "round_robin" || s.AccessLog.Path != first {
+		t.Fatalf("a rejected reload changed the running state: %+v", s)
+	}
+
+	second := filepath.Join(dir, "second.log")
+	next.AccessLog.Path = second
+	if err := lb.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
+		t.Fatalf("%q, %v", body, err)
+	}
+	waitFor(t, "a JSON line in the second log", func() bool {
+		data, _ := os.ReadFile(second)
+		return strings.HasPrefix(string(data), `{"time":`) && strings.Contains(string(data), `"backend":"a"`)
+	})
+	data, _ := os.ReadFile(first)
+	if n := strings.Count(string(data), "\n"); n != 1 || !strings.Contains(string(data), "backend=a ") {
+		t.Errorf("first log: %q", data)
+	}
+
+	off := clone(next)
+	off.AccessLog.Path = ""
+	if err := lb.Apply(off); err != nil {
+		t.Fatal(err)
+	}
+	written := lb.Snapshot().AccessLog.Written
+	if body, err := get(lb.Addr().String(), ""); err != nil || body != "a" {
+		t.Fatalf("%q, %v", body, err)
+	}
+	waitFor(t, "the connection to end", func() bool { return lb.Snapshot().Proxy.Active == 0 })
+	if s := lb.Snapshot().AccessLog; s.Written != written || s.Dropped != 0 || s.Path != "" {
+		t.Errorf("log off, yet %+v (written before: %d)", s, written)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer"
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/health"
 	"github.com/lemonade-lb/lemonade/loadbalancer/proxy"
@@ -45,6 +46,7 @@ func sample() fixed {
 		Proxy:         proxy.Stats{Active: 4, Accepted: 14, NoBackend: 2, AtCap: 1500 * time.Millisecond, Aborts: 7, WaitedForDescriptors: 8, LogsDropped: 9, Retries: 11, MaxConnections: 512, AcceptHeldBack: true},
 		ReloadsOK:     5,
 		ReloadsFailed: 1,
+		AccessLog:     accesslog.Stats{Path: "/var/log/lemonade/access.log", Written: 21, Dropped: 22, Errors: 23},
 		LastReload:    time.Unix(1700000000, 500_000_000),
 		LastReloadOK:  false,
 		HealthChecks:  20,
@@ -99,6 +101,9 @@ func TestMetricsExposeTheSnapshot(t *testing.T) {
 		`lemonade_connections_aborted_total 7`,
 		`lemonade_connections_waited_for_descriptors_total 8`,
 		`lemonade_log_lines_dropped_total 9`,
+		`lemonade_access_log_lines_total 21`,
+		`lemonade_access_log_dropped_total 22`,
+		`lemonade_access_log_errors_total 23`,
 		`lemonade_health_checks_total{result="local_failure"} 6`,
 		`lemonade_max_connections_wait_seconds_total 1.5`,
 		`lemonade_reloads_total{result="error"} 1`,
