@@ -224,3 +224,16 @@ func TestCloseWritesWhatIsQueued(t *testing.T) {
 		t.Errorf("Reopen after Close: %v", err)
 	}
 }
+
+// docs/operations.md explains every end a line can carry.
+func TestDocsExplainEveryEnd(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range Ends() {
+		if !strings.Contains(string(data), "| `"+e.String()+"` |") {
+			t.Errorf("docs/operations.md has no row for end `%s`", e)
+		}
+	}
+}
