@@ -33,6 +33,20 @@ func waitLine(t *testing.T, path string, want ...string) string {
 	}
 }
 
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
 // The access log from the CLI: a line per connection, SIGUSR1 after a
 // rotation opens a new file, and a reload switches the format.
 func TestAccessLogRotationAndReload(t *testing.T) {
@@ -103,6 +117,19 @@ func TestAccessLogRotationAndReload(t *testing.T) {
 			t.Fatalf("bad access_log.path not reported:\n%s", lb.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// ... and the old file, and its JSON format, stay in use.
+	before := strings.Count(readFile(t, logPath), "\n")
+	mustGet(t, "http://"+lbAddr+"/work")
+	deadline = time.Now().Add(10 * time.Second)
+	for strings.Count(readFile(t, logPath), "\n") == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line in the old file after a rejected reload:\n%s", readFile(t, logPath))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if last := lastLine(readFile(t, logPath)); !strings.HasPrefix(last, "{") {
+		t.Errorf("after a rejected reload the format changed: %s", last)
 	}
 	if code := lb.signal(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("exit %d", code)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer"
+	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/observability/otel"
@@ -60,6 +62,11 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 
 	ctx, stop := signalContext(log)
 	defer stop()
+	// Before the start: SIGUSR1's default action ends the process, and a
+	// log rotation may signal a balancer that is still starting.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 
 	b, err := loadbalancer.Start(ctx, log, cfg)
 	if err != nil {
@@ -85,9 +92,6 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 	go reopenAccessLogOn(log, b, usr1)
 	if c.Config != "" {
 		go loadbalancer.WatchFile(ctx, b, c.Config, hup)
@@ -113,9 +117,12 @@ func reopenAccessLogOn(log *slog.Logger, b *loadbalancer.Balancer, sig <-chan os
 	for {
 		select {
 		case <-sig:
-			if err := b.ReopenAccessLog(); err != nil {
+			switch err := b.ReopenAccessLog(); {
+			case errors.Is(err, accesslog.ErrOff):
+				log.Info("SIGUSR1 ignored: no access_log.path")
+			case err != nil:
 				log.Error("SIGUSR1: cannot reopen the access log, still writing to the old file", "error", err)
-			} else {
+			default:
 				log.Info("SIGUSR1: access log reopened", "path", b.Config().AccessLog.Path)
 			}
 		case <-b.Done():

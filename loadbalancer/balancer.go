@@ -26,7 +26,8 @@ type Balancer struct {
 	log     *slog.Logger
 	srv     *proxy.Server
 	checker *health.Checker
-	access  *accesslog.Log // writes to nothing while access_log.path is empty
+	// access is the access log, made when a config first turns it on.
+	access atomic.Pointer[accesslog.Log]
 	updates chan update
 	done    chan struct{}
 
@@ -79,7 +80,6 @@ func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer
 		log:       log,
 		srv:       proxy.New(log, nil, proxy.Settings{}),
 		checker:   health.New(log, health.Settings{}),
-		access:    accesslog.New(log),
 		updates:   make(chan update),
 		done:      make(chan struct{}),
 		cfg:       &config.Config{},
@@ -90,7 +90,7 @@ func Start(ctx context.Context, log *slog.Logger, cfg *config.Config) (*Balancer
 	r := &running{stopListener: func() {}, stopDrains: make(chan struct{})}
 	if _, err := b.apply(ctx, SourceStart, cfg, r); err != nil {
 		b.checker.Stop()
-		b.access.Close()
+		b.closeAccessLog()
 		return nil, err
 	}
 	logDescriptorLimit(log, limit, limitErr, cfg)
@@ -238,7 +238,7 @@ func (b *Balancer) shutdown() {
 		b.srv.CloseAll()
 		b.srv.Wait(context.Background())
 	}
-	b.access.Close() // every connection has ended: its last lines are in
+	b.closeAccessLog() // every connection has ended: its last lines are in
 	b.log.Info("load balancer stopped")
 }
 
@@ -302,16 +302,7 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 
 	b.srv.SetSettings(proxySettings(cfg))
 	if accessChanged {
-		// The lines of the connections that ended before go to the old
-		// file; turned off, the proxy stops sending first.
-		format, _ := accesslog.ParseFormat(cfg.AccessLog.Format) // validated by config.Load
-		if cfg.AccessLog.Path == "" {
-			b.srv.SetAccessLog(nil)
-		}
-		b.access.Use(accessOut, format)
-		if cfg.AccessLog.Path != "" {
-			b.srv.SetAccessLog(b.access)
-		}
+		b.useAccessLog(accessOut, cfg.AccessLog)
 	}
 	b.checker.SetSettings(healthSettings(cfg)) // before Watch: new loops read them
 	for _, be := range added {
@@ -417,8 +408,45 @@ type Snapshot struct {
 
 // ReopenAccessLog opens the access log's file again (after a rotation:
 // SIGUSR1), once the lines waiting are written to the old one. On an error
-// the old file stays in use.
-func (b *Balancer) ReopenAccessLog() error { return b.access.Reopen() }
+// the old file stays in use; accesslog.ErrOff says there is no access log.
+func (b *Balancer) ReopenAccessLog() error {
+	l := b.access.Load()
+	if l == nil {
+		return accesslog.ErrOff
+	}
+	return l.Reopen()
+}
+
+// useAccessLog writes the lines of the connections that end from now on to
+// out (zero: none) as c says. The lines of the connections that ended
+// before go to the old file; turned off, the proxy stops sending first.
+func (b *Balancer) useAccessLog(out accesslog.Output, c config.AccessLog) {
+	format, _ := accesslog.ParseFormat(c.Format) // validated by config.Load
+	l := b.access.Load()
+	if c.Path == "" {
+		b.srv.SetAccessLog(nil)
+		if l == nil {
+			return
+		}
+	} else if l == nil {
+		l = accesslog.New(b.log)
+		b.access.Store(l)
+	}
+	if err := l.Use(out, format); err != nil {
+		b.log.Error("access log: the change waits for the writer", "path", c.Path, "error", err)
+	}
+	if c.Path != "" {
+		b.srv.SetAccessLog(l)
+	}
+}
+
+func (b *Balancer) closeAccessLog() {
+	if l := b.access.Load(); l != nil {
+		if err := l.Close(); err != nil {
+			b.log.Error("access log: lines still queued are lost", "error", err)
+		}
+	}
+}
 
 // Snapshot reads the current state without blocking the proxy.
 func (b *Balancer) Snapshot() Snapshot {
@@ -442,7 +470,9 @@ func (b *Balancer) Snapshot() Snapshot {
 	s.ReloadsOK, s.ReloadsFailed = b.reloadsOK.Load(), b.reloadsFailed.Load()
 	b.mu.Unlock()
 	s.Proxy = b.srv.Stats()
-	s.AccessLog = b.access.Stats()
+	if l := b.access.Load(); l != nil {
+		s.AccessLog = l.Stats()
+	}
 	s.HealthChecks, s.HealthFailed = b.checker.Counts()
 	s.HealthLocal = b.checker.LocalFailures()
 	s.HealthDurations = b.checker.Durations()

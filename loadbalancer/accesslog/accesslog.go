@@ -12,9 +12,8 @@
 package accesslog
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -115,11 +114,22 @@ const QueueSize = 4096
 // burst wakes the writer sooner).
 const FlushEvery = 100 * time.Millisecond
 
+// batchSize is what the writer gathers before a write, at most.
+const batchSize = 64 << 10
+
+// stuckAfter bounds how long Use, Reopen and Close wait for a writer that
+// cannot write (a pipe nobody reads, a hung file system): a reload or a
+// shutdown must not hang on the log.
+const stuckAfter = 5 * time.Second
+
+// ErrStuck is returned when the writer did not answer within stuckAfter.
+var ErrStuck = errors.New("the access log's writer is stuck writing (a pipe nobody reads, a hung file system?)")
+
 // Stats are the log's counters.
 type Stats struct {
 	Path    string `json:"path"`    // "" when off
 	Written uint64 `json:"written"` // lines written
-	Dropped uint64 `json:"dropped"` // lines dropped: the queue was full, or the log was turned off
+	Dropped uint64 `json:"dropped"` // lines dropped: the queue was full, a write failed, or the log was off
 	Errors  uint64 `json:"errors"`  // failed writes and reopens
 }
 
@@ -143,15 +153,17 @@ type Log struct {
 	tick     *time.Ticker // runs while there is an output
 	out      *output
 	format   Format
-	buf      []byte
+	batch    []byte // formatted lines not yet written
+	lines    int    // how many lines batch holds
+	cut      bool   // a failed write left a partial line in the file
 	lastWarn time.Time
 }
 
 // output is an open destination.
 type output struct {
 	path string
-	f    *os.File // nil for stdout
-	w    *bufio.Writer
+	f    *os.File
+	own  bool // f is closed with the output (not stdout)
 }
 
 // New returns a log that writes nothing until Use gives it a file; errLog
@@ -164,10 +176,12 @@ func New(errLog *slog.Logger) *Log {
 		errLog: errLog,
 		queue:  make(chan Record, QueueSize),
 		nudge:  make(chan struct{}, 1),
-		ctl:    make(chan func()),
+		ctl:    make(chan func(), 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		tick:   time.NewTicker(FlushEvery),
 	}
+	l.tick.Stop() // until Use gives an output
 	go l.run()
 	return l
 }
@@ -180,13 +194,13 @@ type Output struct{ o *output }
 // before it changes anything.
 func Open(path string) (Output, error) {
 	if path == Stdout {
-		return Output{&output{path: path, w: bufio.NewWriterSize(os.Stdout, 64<<10)}}, nil
+		return Output{&output{path: path, f: os.Stdout}}, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return Output{}, fmt.Errorf("access_log.path: %w", err)
 	}
-	return Output{&output{path: path, f: f, w: bufio.NewWriterSize(f, 64<<10)}}, nil
+	return Output{&output{path: path, f: f, own: true}}, nil
 }
 
 // Close closes an Output that was never put in use.
@@ -198,12 +212,13 @@ func (o Output) Close() {
 
 // Use writes the next lines to out in format f, once the lines queued
 // before are written to the current output, which is then closed. A zero
-// Output turns the log off: later lines are dropped (and counted).
-func (l *Log) Use(out Output, f Format) {
+// Output turns the log off: later lines are dropped (and counted). If the
+// writer is stuck, the change waits its turn and ErrStuck is returned.
+func (l *Log) Use(out Output, f Format) error {
 	if out.o == nil {
 		l.on.Store(false) // first: the lines queued before are still written
 	}
-	l.do(func() {
+	queued, err := l.do(func() {
 		l.flush()
 		if l.out != nil {
 			l.out.close()
@@ -222,7 +237,14 @@ func (l *Log) Use(out Output, f Format) {
 		}
 		l.mu.Unlock()
 	})
+	if !queued {
+		out.Close()
+	}
+	return err
 }
+
+// ErrOff is Reopen's answer when there is no file to reopen.
+var ErrOff = errors.New("the access log is off")
 
 // Reopen opens the current file again, after the lines queued before are
 // written to it: after a rotation, the file at the path is a new one. When
@@ -230,9 +252,13 @@ func (l *Log) Use(out Output, f Format) {
 // returned.
 func (l *Log) Reopen() error {
 	var err error
-	l.do(func() {
+	_, stuck := l.do(func() {
 		l.flush()
-		if l.out == nil || l.out.f == nil { // off, or stdout
+		if l.out == nil {
+			err = ErrOff
+			return
+		}
+		if !l.out.own { // stdout: nothing to reopen
 			return
 		}
 		var next Output
@@ -243,19 +269,36 @@ func (l *Log) Reopen() error {
 		l.out.close()
 		l.out = next.o
 	})
+	if stuck != nil {
+		return stuck
+	}
 	return err
 }
 
-// do runs f in the writer after the lines queued before are written.
-func (l *Log) do(f func()) {
+// do runs f in the writer after the lines queued before are written, and
+// waits for it at most stuckAfter: then queued says whether f will still run
+// in its turn, and the error is ErrStuck. A closed log runs nothing.
+func (l *Log) do(f func()) (queued bool, err error) {
 	if l.closed.Load() {
-		return
+		return false, ErrOff
 	}
 	ran := make(chan struct{})
+	timer := time.NewTimer(stuckAfter)
+	defer timer.Stop()
 	select {
 	case l.ctl <- func() { f(); close(ran) }:
-		<-ran
 	case <-l.done:
+		return false, ErrOff
+	case <-timer.C:
+		return false, ErrStuck
+	}
+	select {
+	case <-ran:
+		return true, nil
+	case <-l.done:
+		return true, nil
+	case <-timer.C:
+		return true, ErrStuck
 	}
 }
 
@@ -287,20 +330,29 @@ func (l *Log) Stats() Stats {
 }
 
 // Close writes the lines queued, closes the file and stops the writer.
-// Lines sent after it are dropped (counted).
-func (l *Log) Close() {
-	if l.closed.Swap(true) {
-		<-l.done
-		return
+// Lines sent after it are dropped (counted). A writer stuck for stuckAfter
+// is left behind, and ErrStuck returned.
+func (l *Log) Close() error {
+	if !l.closed.Swap(true) {
+		close(l.stop)
 	}
-	close(l.stop)
-	<-l.done
+	select {
+	case <-l.done:
+	case <-time.After(stuckAfter):
+		return ErrStuck
+	}
+	for { // a Send that raced with Close: counted, not lost silently
+		select {
+		case <-l.queue:
+			l.dropped.Add(1)
+		default:
+			return nil
+		}
+	}
 }
 
 func (l *Log) run() {
 	defer close(l.done)
-	l.tick = time.NewTicker(FlushEvery)
-	l.tick.Stop() // until Use gives an output
 	defer l.tick.Stop()
 	for {
 		select {
@@ -325,66 +377,64 @@ func (l *Log) run() {
 	}
 }
 
-// drain writes the lines queued now.
+// drain formats the lines queued now, writing whenever a batch is full.
 func (l *Log) drain() {
 	for {
 		select {
 		case r := <-l.queue:
-			l.write(r)
+			l.add(r)
 		default:
 			return
 		}
 	}
 }
 
-func (l *Log) write(r Record) {
+func (l *Log) add(r Record) {
 	if l.out == nil {
 		l.dropped.Add(1)
 		return
 	}
 	if l.format == JSON {
-		l.buf = AppendJSON(l.buf[:0], &r)
+		l.batch = AppendJSON(l.batch, &r)
 	} else {
-		l.buf = AppendText(l.buf[:0], &r)
+		l.batch = AppendText(l.batch, &r)
 	}
-	if _, err := l.out.w.Write(l.buf); err != nil {
-		l.failed("cannot write the access log", err)
-		return
+	l.lines++
+	if len(l.batch) >= batchSize {
+		l.flush()
 	}
-	l.written.Add(1)
 }
 
+// flush writes the batch: its lines are counted written once they are. A
+// failed write drops the batch (counted), and the next line written starts
+// on a line of its own.
 func (l *Log) flush() {
-	if l.out == nil {
+	if l.out == nil || l.lines == 0 {
 		return
 	}
-	if err := l.out.w.Flush(); err != nil {
-		l.failed("cannot write the access log", err)
+	b := l.batch
+	if l.cut {
+		b = append([]byte{'\n'}, b...)
 	}
-}
-
-// failed counts a failed write and logs it, at most once per 10s. What
-// could not be written is lost, not retried forever: the buffer starts
-// anew (a bufio.Writer keeps its first error).
-func (l *Log) failed(msg string, err error) {
-	l.out.w.Reset(l.out.writer())
-	l.errors.Add(1)
-	if now := time.Now(); now.Sub(l.lastWarn) >= 10*time.Second {
-		l.lastWarn = now
-		l.errLog.Error(msg, "path", l.out.path, "error", err, "errors", l.errors.Load())
+	n, err := l.out.f.Write(b)
+	switch {
+	case err == nil:
+		l.written.Add(uint64(l.lines))
+		l.cut = false
+	default:
+		l.dropped.Add(uint64(l.lines))
+		l.cut = n > 0 || l.cut
+		l.errors.Add(1)
+		if now := time.Now(); now.Sub(l.lastWarn) >= 10*time.Second {
+			l.lastWarn = now
+			l.errLog.Error("cannot write the access log: lines dropped", "path", l.out.path, "error", err, "errors", l.errors.Load())
+		}
 	}
-}
-
-func (o *output) writer() io.Writer {
-	if o.f == nil {
-		return os.Stdout
-	}
-	return o.f
+	l.batch, l.lines = l.batch[:0], 0
 }
 
 func (o *output) close() {
-	o.w.Flush()
-	if o.f != nil {
+	if o.own {
 		o.f.Close()
 	}
 }

@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -220,8 +221,30 @@ func TestCloseWritesWhatIsQueued(t *testing.T) {
 	}
 	l.Send(sample)
 	l.Close()
-	if err := l.Reopen(); err != nil {
-		t.Errorf("Reopen after Close: %v", err)
+	if err := l.Reopen(); !errors.Is(err, ErrOff) {
+		t.Errorf("Reopen after Close: %v, want ErrOff", err)
+	}
+	if s := l.Stats(); s.Written != 100 || s.Dropped != 1 {
+		t.Errorf("after Close: %+v, want 100 written and the late line dropped", s)
+	}
+}
+
+// A write that fails (a full disk, a closed descriptor) drops its lines and
+// counts them as dropped, not written.
+func TestFailedWriteCountsItsLinesDropped(t *testing.T) {
+	out, err := Open(filepath.Join(t.TempDir(), "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.o.f.Close() // every write now fails
+	l := New(nil)
+	l.Use(out, Text)
+	for range 3 {
+		l.Send(sample)
+	}
+	l.Close()
+	if s := l.Stats(); s.Written != 0 || s.Dropped != 3 || s.Errors == 0 {
+		t.Errorf("after a failed write: %+v, want 3 dropped, none written, an error", s)
 	}
 }
 

@@ -197,8 +197,10 @@ func (c *Config) problems() []problem {
 
 	oneOf("access_log.format", c.AccessLog.Format, accesslog.Formats)
 	if p := c.AccessLog.Path; p != "" && p != accesslog.Stdout {
-		if st, err := os.Stat(filepath.Dir(p)); err != nil || !st.IsDir() {
+		if st, err := os.Stat(filepath.Dir(p)); errors.Is(err, os.ErrNotExist) || err == nil && !st.IsDir() {
 			add("access_log.path", "%q: directory %q does not exist", p, filepath.Dir(p))
+		} else if err != nil {
+			add("access_log.path", "%q: %v", p, err)
 		} else if st, err := os.Stat(p); err == nil && st.IsDir() {
 			add("access_log.path", "%q is a directory", p)
 		}

@@ -49,7 +49,7 @@ func accessLogOf(t *testing.T, srv *Server) (next func() line) {
 	l := accesslog.New(nil)
 	l.Use(out, accesslog.JSON)
 	srv.SetAccessLog(l)
-	t.Cleanup(l.Close) // after the server's cleanup (registered before)
+	t.Cleanup(func() { l.Close() }) // runs before the server's cleanup (registered earlier): later lines are dropped and counted
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +211,20 @@ func TestAccessLogOfAConnectionNoBackendTook(t *testing.T) {
 	}
 	if ln.BytesIn != 0 || ln.BytesOut != 0 {
 		t.Errorf("bytes moved without a backend: %s", ln.raw)
+	}
+}
+
+// A shutdown while the backend is dialled: the backend is named, with no
+// address (none was connected).
+func TestAccessLogOfAShutdownDuringTheDial(t *testing.T) {
+	h := start(t, Settings{ConnectTimeout: 10 * time.Second}, stuckAddress(t))
+	next := accessLogOf(t, h.srv)
+	c := dialClient(t, h.addr)
+	waitFor(t, func() bool { return h.pool[0].Active() == 1 })
+	h.srv.CloseAll()
+	io.ReadAll(c)
+	if ln := next(); ln.End != "shutdown" || str(ln.Backend) != "b0" || ln.BackAddr != nil || ln.Connect != nil {
+		t.Errorf("want shutdown, backend b0, no address, no connect: %s", ln.raw)
 	}
 }
 

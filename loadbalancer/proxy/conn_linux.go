@@ -55,14 +55,20 @@ type conn struct {
 
 	// For the access log (accesslog.Record).
 	ln       *listener
-	peer     netip.AddrPort // the client; zero unless the access log was on at the accept
-	to       netip.AddrPort // the backend address dialled
-	start    int64          // monotime of the accept (the loop's clock)
-	upAt     int64          // monotime the backend connection was up; 0 = never
-	firstOut int64          // monotime of the backend's first bytes; 0 = none yet
-	retries  int            // dials after a failed one
-	firstFIN side           // the side whose FIN came first
-	why      accesslog.End  // the first cause of the end, once known
+	addrs    *connAddrs    // nil unless the access log was on at the accept
+	start    int64         // monotime of the accept (the loop's clock)
+	upAt     int64         // monotime the backend connection was up; 0 = never
+	firstOut int64         // monotime of the backend's first bytes; 0 = none yet
+	retries  int           // dials after a failed one
+	firstFIN side          // the side whose FIN came first
+	why      accesslog.End // the first cause of the end, once known
+}
+
+// connAddrs are the addresses of a connection, for the access log: kept
+// only while it is on, so that a connection costs no more without it.
+type connAddrs struct {
+	peer netip.AddrPort // the client
+	to   netip.AddrPort // the backend address dialled
 }
 
 // flow is one direction of a connection.
@@ -107,7 +113,7 @@ func (c *conn) fdOf(x side) int {
 	return c.server
 }
 
-func (l *loop) open(fd int, ln *listener, peer netip.AddrPort) {
+func (l *loop) open(fd int, ln *listener, addrs *connAddrs) {
 	c := &conn{
 		loop:      l,
 		client:    fd,
@@ -118,7 +124,7 @@ func (l *loop) open(fd int, ln *listener, peer netip.AddrPort) {
 		index:     len(l.conns),
 		last:      l.now,
 		ln:        ln,
-		peer:      peer,
+		addrs:     addrs,
 		start:     l.now,
 	}
 	l.conns = append(l.conns, c)
@@ -212,7 +218,10 @@ func (l *loop) connect(c *conn, failed error) dialOutcome {
 			err = e
 			continue
 		}
-		c.server, c.to = fd, addrs[c.addr]
+		c.server = fd
+		if c.addrs != nil {
+			c.addrs.to = addrs[c.addr]
+		}
 		if errno := l.register(fd, c); errno != 0 {
 			l.warnLocal("cannot watch a backend connection", errno)
 			l.srv.release(c.b)
@@ -627,11 +636,11 @@ func (l *loop) close(c *conn, rst bool) {
 		c.b.AddBytes(c.up.n, c.down.n)
 		l.srv.release(c.b)
 	}
-	l.srv.gate.release()
-	l.srv.conns.Done()
-	if al := l.srv.accessLog.Load(); al != nil {
+	if al := l.srv.accessLog.Load(); al != nil { // before the slot frees: a shutdown waits for it
 		al.Send(l.record(c))
 	}
+	l.srv.gate.release()
+	l.srv.conns.Done()
 	if len(l.fdWait) > 0 { // descriptors freed: serve a waiting client now
 		l.retryAt = l.now
 		l.scheduleCheck(l.now)
@@ -648,10 +657,9 @@ func (c *conn) endFor(e accesslog.End) {
 
 // record is c's access log line, once c has closed.
 func (l *loop) record(c *conn) accesslog.Record {
+	now := time.Now() // the wall clock now, not epoch's plus the time since: it may have been set
 	r := accesslog.Record{
-		Start:    epoch.Add(time.Duration(c.start)),
-		Duration: time.Duration(l.now - c.start),
-		Client:   c.peer,
+		Duration: now.Sub(epoch) - time.Duration(c.start),
 		Listener: c.ln.addr,
 		BytesIn:  c.up.n,
 		BytesOut: c.down.n,
@@ -659,6 +667,13 @@ func (l *loop) record(c *conn) accesslog.Record {
 		TTFB:     -1,
 		Retries:  c.retries,
 		End:      c.why,
+	}
+	r.Start = now.Add(-r.Duration)
+	if c.addrs != nil {
+		r.Client = c.addrs.peer
+		if c.upAt != 0 {
+			r.BackendAddr = c.addrs.to
+		}
 	}
 	if r.End == 0 { // a clean close: named by the first FIN
 		r.End = accesslog.ClientFIN
@@ -668,7 +683,7 @@ func (l *loop) record(c *conn) accesslog.Record {
 	}
 	switch {
 	case c.b != nil:
-		r.Backend, r.BackendAddr = c.b.Name(), c.to
+		r.Backend = c.b.Name()
 	case len(c.tried) > 0: // no backend: the last one tried
 		r.Backend = c.tried[len(c.tried)-1].Name()
 	}

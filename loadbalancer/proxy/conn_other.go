@@ -42,7 +42,7 @@ type goConn struct {
 	upAt     time.Duration    // the backend connection was up; 0 = never
 	firstOut time.Duration    // the backend's first bytes; 0 = none yet
 	retries  int              // dials after a failed one
-	tried    *backend.Backend // the last backend whose dial failed
+	tried    *backend.Backend // the last backend dialled that gave no connection
 
 	mu       sync.Mutex
 	done     [2]bool // the flow from that side ended: what it sent is delivered, or can never be
@@ -108,7 +108,7 @@ func (e *goEngine) handle(client *net.TCPConn, listener netip.AddrPort, dialing 
 
 	c.mu.Lock()
 	c.end(false) // already ended by the flows; closes for sure
-	b := c.b
+	b, server := c.b, c.server
 	why, firstFIN := c.why, c.firstFIN
 	c.mu.Unlock()
 	e.mu.Lock()
@@ -117,24 +117,24 @@ func (e *goEngine) handle(client *net.TCPConn, listener netip.AddrPort, dialing 
 	if e.fdWaiters.Load() > 0 {
 		e.fdsFreed()
 	}
+	if al := s.accessLog.Load(); al != nil { // before the slot frees: a shutdown waits for it
+		al.Send(c.record(b, server, why, firstFIN))
+	}
 	if b != nil {
 		b.AddBytes(c.up.n, c.down.n)
 		s.release(b)
 	}
 	s.gate.release()
 	s.conns.Done()
-	if al := s.accessLog.Load(); al != nil {
-		al.Send(c.record(b, why, firstFIN))
-	}
 }
 
 // record is c's access log line, once c has ended: b is its backend (nil
-// when none was connected), why and firstFIN what c.mu guarded.
-func (c *goConn) record(b *backend.Backend, why accesslog.End, firstFIN int) accesslog.Record {
-	end := sinceStart()
+// when none was dialled), server its connection (nil when none was made),
+// why and firstFIN what c.mu guarded.
+func (c *goConn) record(b *backend.Backend, server *net.TCPConn, why accesslog.End, firstFIN int) accesslog.Record {
+	now := time.Now() // the wall clock now, not clockStart's plus the time since: it may have been set
 	r := accesslog.Record{
-		Start:    clockStart.Add(c.start),
-		Duration: end - c.start,
+		Duration: now.Sub(clockStart) - c.start,
 		Listener: c.listener,
 		BytesIn:  c.up.n,
 		BytesOut: c.down.n,
@@ -143,8 +143,9 @@ func (c *goConn) record(b *backend.Backend, why accesslog.End, firstFIN int) acc
 		Retries:  c.retries,
 		End:      why,
 	}
+	r.Start = now.Add(-r.Duration)
 	if a, ok := c.client.RemoteAddr().(*net.TCPAddr); ok {
-		r.Client = a.AddrPort()
+		r.Client = unmapped(a.AddrPort())
 	}
 	if r.End == 0 { // a clean close: named by the first FIN
 		r.End = accesslog.ClientFIN
@@ -155,8 +156,10 @@ func (c *goConn) record(b *backend.Backend, why accesslog.End, firstFIN int) acc
 	switch {
 	case b != nil:
 		r.Backend = b.Name()
-		if a, ok := c.server.RemoteAddr().(*net.TCPAddr); ok {
-			r.BackendAddr = a.AddrPort()
+		if server != nil {
+			if a, ok := server.RemoteAddr().(*net.TCPAddr); ok {
+				r.BackendAddr = unmapped(a.AddrPort())
+			}
 		}
 	case c.tried != nil:
 		r.Backend = c.tried.Name()
@@ -172,6 +175,12 @@ func (c *goConn) record(b *backend.Backend, why accesslog.End, firstFIN int) acc
 		}
 	}
 	return r
+}
+
+// unmapped is ap with an IPv4-mapped address as IPv4 (a dual-stack
+// listener's clients), as the Linux engine logs it.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // endFor records why c ends, unless an earlier cause is known. c.mu is
@@ -246,6 +255,7 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 		}
 		c.assign(nil)
 		s.release(b)
+		c.tried = b
 		switch {
 		case c.ctx.Err() != nil: // the client left, or c was closed: nobody's failure
 			return nil
@@ -273,7 +283,6 @@ func (e *goEngine) connect(c *goConn) *net.TCPConn {
 			}
 		default:
 			tried = append(tried, b)
-			c.tried = b
 			s.dialFailed(b, set, err.Error())
 			b.Reresolve()
 			tries--
@@ -554,6 +563,9 @@ func (c *goConn) resetSeen(x int) {
 func (c *goConn) idleEnd(cut bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.over {
+		return
+	}
 	c.endFor(accesslog.IdleTimeout)
 	c.end(cut || c.gone[atClient] || c.gone[atServer])
 }

@@ -636,8 +636,15 @@ func (l *loop) accept(ln *listener) {
 			l.pauseAtCap() // clients wait in the backlog; a freed slot resumes
 			continue
 		}
-		l.peerN = syscall.SizeofSockaddrAny
-		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), uintptr(unsafe.Pointer(&l.peer)), uintptr(unsafe.Pointer(&l.peerN)), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		// The client's address only for the access log: the kernel copies
+		// it out otherwise for nothing.
+		logging := l.srv.accessLog.Load() != nil
+		var peer, peerN uintptr
+		if logging {
+			l.peerN = syscall.SizeofSockaddrAny
+			peer, peerN = uintptr(unsafe.Pointer(&l.peer)), uintptr(unsafe.Pointer(&l.peerN))
+		}
+		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(ln.fd), peer, peerN, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
 		switch e {
 		case 0:
 		case syscall.EAGAIN:
@@ -655,11 +662,11 @@ func (l *loop) accept(ln *listener) {
 		}
 		l.srv.accepted.Add(1)
 		l.srv.conns.Add(1)
-		var peer netip.AddrPort
-		if l.srv.accessLog.Load() != nil {
-			peer = addrPortOf(&l.peer)
+		var addrs *connAddrs
+		if logging {
+			addrs = &connAddrs{peer: addrPortOf(&l.peer)}
 		}
-		l.open(int(r), ln, peer)
+		l.open(int(r), ln, addrs)
 	}
 }
 

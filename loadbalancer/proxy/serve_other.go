@@ -128,8 +128,10 @@ func (e *goEngine) closeAll() {
 	defer e.mu.Unlock()
 	for c := range e.conns {
 		c.mu.Lock()
-		c.endFor(accesslog.Shutdown)
-		c.end(true)
+		if !c.over {
+			c.endFor(accesslog.Shutdown)
+			c.end(true)
+		}
 		c.mu.Unlock()
 	}
 }
