@@ -14,6 +14,11 @@ import (
 // it are cut off.
 const ShutdownTimeout = 10 * time.Second
 
+// ReadTimeout bounds how long a worker waits for a request's header, and
+// then for its body: a client that sends either a byte at a time, or stops
+// halfway, is cut off (slowloris) instead of holding its connection forever.
+const ReadTimeout = 10 * time.Second
+
 // ErrShutdownTimeout is returned (wrapped) by ServeUntilDone when requests
 // were still running at the end of the shutdown timeout.
 var ErrShutdownTimeout = errors.New("graceful shutdown timed out; open connections were closed")
@@ -78,8 +83,8 @@ func Listen(addr string) (net.Listener, error) {
 // handlers (net/http itself, gin, echo) share it.
 func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           bodyDeadline(h),
+		ReadHeaderTimeout: ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		// net/http logs only trouble (accept errors, panics), never a request.
 		ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
@@ -98,6 +103,24 @@ func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 			}
 			return err
 		})
+}
+
+// bodyDeadline gives a request with a body ReadTimeout to send it. No route
+// reads a body, but net/http reads what is left of one (up to 256 KiB)
+// before it answers, to reuse the connection: with no deadline, a client
+// that promises a body and stalls gets no answer and holds its connection,
+// and the graceful shutdown, forever. (Server.ReadTimeout would bound that
+// too, but it also cancels every request running longer than it, such as a
+// long /work.) The deadline only ever covers the body: net/http watches the
+// client with a read of its own only once a body has been read to the end.
+func bodyDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 { // -1: chunked, of unknown length
+			// Fails only for a writer without deadlines: never net/http's own.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(ReadTimeout))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Run validates cfg, listens on cfg.ListenAddress and calls serve with that

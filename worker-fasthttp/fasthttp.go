@@ -86,7 +86,7 @@ func writeFast(rc *fasthttp.RequestCtx, res service.Response) {
 
 // Timeouts of both fasthttp based servers, like the net/http ones'.
 const (
-	readTimeout = 10 * time.Second
+	readTimeout = service.ReadTimeout // header and body (fasthttp reads both before the handler)
 	idleTimeout = 2 * time.Minute
 )
 

@@ -17,8 +17,8 @@ type RunFunc func(ctx context.Context, cfg service.Config) error
 
 // Adapter runs every check on one adapter's Serve and Run, each as a
 // subtest: the conformance suite (Run) against a server named name+"-worker",
-// Shutdown, BadConfig, RunOnAddress and Observer. name is the adapter's framework, e.g.
-// "echo":
+// Shutdown, BadConfig, RunOnAddress, Observer and BadInput. name is the
+// adapter's framework, e.g. "echo":
 //
 //	func TestAdapter(t *testing.T) { servicetest.Adapter(t, workerx.Framework, workerx.Serve, workerx.Run) }
 func Adapter(t *testing.T, name string, serve ServeFunc, run RunFunc) {
@@ -27,6 +27,7 @@ func Adapter(t *testing.T, name string, serve ServeFunc, run RunFunc) {
 	t.Run("bad config", func(t *testing.T) { BadConfig(t, serve) })
 	t.Run("run", func(t *testing.T) { RunOnAddress(t, run) })
 	t.Run("request observer", func(t *testing.T) { Observer(t, serve) })
+	t.Run("bad input", func(t *testing.T) { BadInput(t, serve) })
 }
 
 // BadConfig checks that serve refuses an invalid configuration (a negative

@@ -228,6 +228,9 @@ func Run(t *testing.T, target Target) {
 		for _, q := range []string{
 			"delay=abc", "delay=", "delay=-5", "delay=-1ms", "delay=60001", "delay=61s", "delay=1h",
 			"delay=1&delay=2", "delay=9223372036854775807", "delay=5xs", "delay=%zz", "delay=1.5",
+			// Absurdly long: refused, never slept on (the cap is MaxRequestDelay).
+			"delay=1e12", "delay=1000000000000", "delay=99999999999999999999", "delay=2562048h",
+			"delay=60.001s", "delay=-0.5s", "delay=NaN", "delay=Inf",
 		} {
 			want := ref.HandleWork(context.Background(), q)
 			if want.Status != http.StatusBadRequest {
