@@ -7,7 +7,7 @@ VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run deps test check fmt vet staticcheck test-nowork bench bench-compare bench-fairness tidy
+.PHONY: all build run deps test check fmt vet staticcheck test-nowork fuzz soak bench bench-compare bench-fairness tidy
 
 all: check test build
 
@@ -29,7 +29,7 @@ test: deps
 	@cd loadbalancer && GOMAXPROCS=1 $(GO) test -race -count=1 -run Random ./proxy/ && \
 		GOMAXPROCS=1 $(GO) test -race -count=1 -tags lemonade_goroutines -run Random ./proxy/
 
-check: fmt vet staticcheck test-nowork
+check: fmt vet staticcheck test-nowork fuzz
 
 fmt:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -45,6 +45,24 @@ staticcheck:
 # Each module must also build and pass on its own, through its relative replace lines.
 test-nowork: deps
 	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; (cd $$m && GOWORK=off $(GO) test -race -count=1 ./...); done
+
+# Every fuzz target of every module, FUZZTIME each (their seed corpora also run in `make test`).
+FUZZTIME ?= 3s
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES)); do \
+		for n in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== fuzz $$n in $$(dirname $$f) for $(FUZZTIME)"; \
+			(cd $$(dirname $$f) && $(GO) test -run '^$$' -fuzz "^$$n\$$" -fuzztime $(FUZZTIME) . >/dev/null) || \
+				{ (cd $$(dirname $$f) && $(GO) test -run '^$$' -fuzz "^$$n\$$" -fuzztime $(FUZZTIME) .); exit 1; }; \
+		done; \
+	done
+
+# Load through reloads, worker restarts and drains for SOAK (60s); RSS, goroutines and
+# descriptors must end flat and no request may fail (lemonade/soak_e2e_test.go).
+SOAK ?= 60s
+SOAK_TIMEOUT ?= 30m
+soak:
+	cd lemonade && SOAK=$(SOAK) $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v .
 
 bench:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done

@@ -27,7 +27,7 @@ type Balancer struct {
 	srv     *proxy.Server
 	checker *health.Checker
 	// access is the access log, made when a config first turns it on.
-	access atomic.Pointer[accesslog.Log]
+	access  atomic.Pointer[accesslog.Log]
 	updates chan update
 	done    chan struct{}
 

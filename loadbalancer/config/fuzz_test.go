@@ -26,6 +26,11 @@ func FuzzParse(f *testing.F) {
 		"? [a]\n: 1\n",
 		"- 1\n- 2\n",
 		"adaptive: {connection_weight: .nan, latency_weight: .inf, error_weight: -.inf}\n",
+		"strategy: a\nStrategy: b\nbackends:\n  - {address: 127.0.0.1:1, Address: 127.0.0.1:2}\n",
+		"backends:\n\t- address: 127.0.0.1:1\n",
+		"backends: [{address: \"caf\xe9:1\"}]\n",
+		"---\n---\nbackends: []\n",
+		"# only a comment\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -22,7 +21,11 @@ import (
 //
 // Every problem is reported at once, each naming the file and key or the
 // environment variable it came from; errors.Is(err, ErrInvalid) holds for
-// any error Load returns.
+// any error Load returns. A file that cannot be read or decoded at all (a
+// directory, not UTF-8, no settings, a key set twice, a syntax error...) is
+// one *configfile.Error instead, naming the file and, where known, the line
+// and key; errors.Is tells its kind (configfile.ErrDuplicateKey,
+// fs.ErrNotExist...).
 func Load(path string) (*Config, error) {
 	return load(path, os.LookupEnv)
 }
@@ -64,9 +67,14 @@ func build(v *viper.Viper, file string, lookupEnv func(string) (string, bool)) (
 	ps = append(ps, envProblems...)
 	c.resolve()
 
-	found := len(ps)
+	// A set, not a scan of ps per problem: a file of garbage can make
+	// hundreds of thousands of each.
+	reported := make(map[string]bool, len(ps))
+	for _, q := range ps {
+		reported[q.key] = true
+	}
 	for _, p := range c.problems() {
-		if slices.ContainsFunc(ps[:found], func(q problem) bool { return under(p.key, q.key) }) {
+		if reportedUnder(p.key, reported) {
 			continue // a value that did not decode or parse: already reported
 		}
 		p.source = file
@@ -86,7 +94,19 @@ func build(v *viper.Viper, file string, lookupEnv func(string) (string, bool)) (
 // under reports whether key is parent or inside it: "backends[1].weight" is
 // under "backends" and "backends[1]". Nothing is under "".
 func under(key, parent string) bool {
-	return parent != "" && (key == parent || strings.HasPrefix(key, parent+".") || strings.HasPrefix(key, parent+"["))
+	return parent != "" && strings.HasPrefix(key, parent) &&
+		(len(key) == len(parent) || key[len(parent)] == '.' || key[len(parent)] == '[')
+}
+
+// reportedUnder reports whether key, or a key it is under, is in reported:
+// it looks up "backends[1].weight", "backends[1]" and "backends".
+func reportedUnder(key string, reported map[string]bool) bool {
+	for ; key != ""; key = key[:max(0, strings.LastIndexAny(key, ".["))] {
+		if reported[key] {
+			return true
+		}
+	}
+	return false
 }
 
 // decode overlays v's settings on c and returns every problem: unknown keys

@@ -26,10 +26,14 @@ var ErrInvalid = errors.New("invalid load balancer configuration")
 // ValidationError lists every problem found in one configuration. Each
 // problem reads "SOURCE: KEY: what is wrong", where SOURCE is the file or
 // the environment variable (NAME="value") the key came from; Validate, which
-// does not know sources, leaves it out.
+// does not know sources, leaves it out. Error lists the first maxListed.
 type ValidationError struct {
 	Problems []string
 }
+
+// maxListed is how many problems an error message lists: a file of garbage
+// can make hundreds of thousands, and the first screenful says what is wrong.
+const maxListed = 100
 
 // maxEventLoops bounds proxy.event_loops: more loops than CPUs only add
 // context switches.
@@ -39,7 +43,11 @@ func (e *ValidationError) Error() string {
 	if len(e.Problems) == 1 {
 		return ErrInvalid.Error() + ": " + e.Problems[0]
 	}
-	return fmt.Sprintf("%v: %d problems:\n\t%s", ErrInvalid, len(e.Problems), strings.Join(e.Problems, "\n\t"))
+	listed, more := e.Problems, ""
+	if len(listed) > maxListed {
+		listed, more = listed[:maxListed], fmt.Sprintf("\n\t... and %d more", len(listed)-maxListed)
+	}
+	return fmt.Sprintf("%v: %d problems:\n\t%s%s", ErrInvalid, len(e.Problems), strings.Join(listed, "\n\t"), more)
 }
 
 // Unwrap makes errors.Is(err, ErrInvalid) hold.

@@ -2,11 +2,19 @@
 // binary: the format comes from the file's extension, keys the target struct
 // does not declare are errors that name the key, and durations accept both
 // integer milliseconds and duration strings ("250", "250ms", "5s").
+//
+// A file must be a regular file of UTF-8 text, at most MaxSize bytes, whose
+// top level is a map of at least one key, with no key set twice. A file that
+// is not is an *Error naming the file, and the line, column and key where
+// they are known: "lb.yaml:7:3: backends[1].address: set twice (first on
+// line 5)".
 package configfile
 
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -28,39 +36,175 @@ var Formats = map[string]string{
 	".yml":  "yaml",
 }
 
-// ErrUnsupportedFormat is returned for a file whose extension is not in Formats.
-var ErrUnsupportedFormat = errors.New("unsupported config file extension (want .json, .toml, .yaml or .yml)")
+// MaxSize is the largest config file Read and ReadBytes accept: a thousand
+// backends take well under 100 KiB, so a bigger file is almost surely the
+// wrong file, and reading it whole would cost memory for nothing.
+const MaxSize = 4 << 20
+
+// Errors that Read and ReadBytes wrap in an *Error; test for them with errors.Is.
+var (
+	// ErrUnsupportedFormat is returned for a file whose extension is not in Formats.
+	ErrUnsupportedFormat = errors.New("unsupported config file extension (want .json, .toml, .yaml or .yml)")
+	// ErrTooLarge is returned for a file of more than MaxSize bytes.
+	ErrTooLarge = errors.New("too large for a config file")
+	// ErrNotText is returned for a file that is not UTF-8 text: a binary
+	// file, or text in another encoding.
+	ErrNotText = errors.New("not UTF-8 text")
+	// ErrEmpty is returned for a file that sets nothing: empty, only
+	// comments, or an empty map. It is almost always a mistake (a file
+	// truncated mid-write, the wrong file), never a way to ask for defaults.
+	ErrEmpty = errors.New("the file has no settings")
+	// ErrNotMap is returned when the top level is a list or a single value:
+	// a config file is a map of keys.
+	ErrNotMap = errors.New("the top level must be a map of keys")
+	// ErrDuplicateKey is returned for a key set twice in one map. Keys
+	// ignore case, as viper's do: "Strategy" and "strategy" are one key.
+	ErrDuplicateKey = errors.New("set twice")
+)
+
+// Error is a problem with a config file: with the file as a whole, or at a
+// line and a key in it. It reads "FILE:LINE:COLUMN: KEY: problem", leaving
+// out what is not known, so that editors and terminals can jump to it.
+type Error struct {
+	File   string // the file's path, or the name that stands for it; may be ""
+	Line   int    // 1-based; 0 when not known
+	Column int    // 1-based, in characters; 0 when not known
+	Key    string // dotted path such as "backends[3].address"; "" when none
+	Err    error  // what is wrong
+}
+
+func (e *Error) Error() string {
+	where := e.File
+	switch {
+	case e.Line > 0 && where == "":
+		where = "line " + strconv.Itoa(e.Line)
+	case e.Line > 0:
+		where += ":" + strconv.Itoa(e.Line)
+		if e.Column > 0 {
+			where += ":" + strconv.Itoa(e.Column)
+		}
+	}
+	var parts []string
+	for _, s := range []string{where, e.Key, e.Err.Error()} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, ": ")
+}
+
+// Unwrap returns what is wrong, for errors.Is (ErrDuplicateKey,
+// fs.ErrNotExist, fs.ErrPermission...).
+func (e *Error) Unwrap() error { return e.Err }
 
 // Format returns the viper format for path, chosen by its extension.
 func Format(path string) (string, error) {
 	ext := strings.ToLower(filepath.Ext(path))
 	f, ok := Formats[ext]
 	if !ok {
-		return "", fmt.Errorf("%s: %w", path, ErrUnsupportedFormat)
+		return "", &Error{File: path, Err: ErrUnsupportedFormat}
 	}
 	return f, nil
 }
 
-// Read loads the file at path into v. Every error names the file.
+// Read loads the file at path into v, a new viper. Every error is an *Error
+// that names the file, and the line and key where there are some: see
+// ReadBytes. The file must be a regular file of at most MaxSize bytes.
 func Read(v *viper.Viper, path string) error {
 	format, err := Format(path)
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return err
 	}
 	return ReadBytes(v, path, format, data)
 }
 
-// ReadBytes loads data, in the given viper format, into v; name is used in errors.
-func ReadBytes(v *viper.Viper, name, format string, data []byte) error {
-	v.SetConfigType(format)
-	if err := v.ReadConfig(strings.NewReader(string(data))); err != nil {
-		return fmt.Errorf("config file %s: %w", name, err)
+// readFile reads a config file whole, refusing what is not a regular file
+// (opening a named pipe would block; a device may never end) and what is
+// larger than MaxSize.
+func readFile(path string) ([]byte, error) {
+	fail := func(err error) ([]byte, error) {
+		// The path is in the *Error already: keep the reason only.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &Error{File: path, Err: err}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fail(err)
+	}
+	if err := checkFileInfo(st); err != nil {
+		return fail(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	// Stat again what was opened: the path may have been replaced meanwhile.
+	if st, err = f.Stat(); err != nil {
+		return fail(err)
+	}
+	if err := checkFileInfo(st); err != nil {
+		return fail(err)
+	}
+	// Read one byte past the limit to notice a file that grew meanwhile.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return fail(err)
+	}
+	if len(data) > MaxSize {
+		return fail(tooLarge(-1)) // it grew while being read: size unknown
+	}
+	return data, nil
+}
+
+// checkFileInfo says what is wrong with a file to read as a config file.
+func checkFileInfo(st fs.FileInfo) error {
+	switch mode := st.Mode(); {
+	case mode.IsDir():
+		return errors.New("is a directory, not a file")
+	case !mode.IsRegular():
+		kind := "special file"
+		switch {
+		case mode&fs.ModeNamedPipe != 0:
+			kind = "named pipe"
+		case mode&fs.ModeSocket != 0:
+			kind = "socket"
+		case mode&fs.ModeDevice != 0:
+			kind = "device"
+		}
+		return fmt.Errorf("is a %s, not a regular file", kind)
+	case st.Size() > MaxSize:
+		return tooLarge(st.Size())
 	}
 	return nil
+}
+
+// tooLarge is ErrTooLarge for a file of size bytes (-1 if not known).
+func tooLarge(size int64) error {
+	if size >= 0 {
+		return fmt.Errorf("%w (%d bytes; the limit is %d, %d MiB)", ErrTooLarge, size, MaxSize, MaxSize>>20)
+	}
+	return fmt.Errorf("%w (more than %d bytes, %d MiB)", ErrTooLarge, MaxSize, MaxSize>>20)
+}
+
+// ReadBytes loads data, in the given viper format, into v, a new viper; name
+// stands for the file in errors. It is stricter than viper alone: data must
+// be UTF-8 text of at most MaxSize bytes whose top level is a map with at
+// least one key, no key may be set twice in one map (ignoring case, as viper
+// does), and a YAML file holds one document. Every error is an *Error naming
+// name, with the line, column and key where they are known.
+func ReadBytes(v *viper.Viper, name, format string, data []byte) error {
+	if len(data) > MaxSize {
+		return &Error{File: name, Err: tooLarge(int64(len(data)))}
+	}
+	return read(v, name, format, data)
 }
 
 // Decode copies v's settings into out (a pointer to a struct with mapstructure
