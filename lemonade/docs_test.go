@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -61,6 +63,48 @@ func TestReadmeUsageMatchesTheCLI(t *testing.T) {
 			if !strings.Contains(out, f) {
 				t.Errorf("README shows %s for %q, the CLI has no such flag", f, cmd)
 			}
+		}
+	}
+}
+
+// Every test docs/reliability.md names as the evidence for a row exists, in
+// the module it names: a row whose test was renamed or removed is a claim
+// with nothing behind it.
+func TestReliabilityRowsNameRealTests(t *testing.T) {
+	data, err := os.ReadFile("../docs/reliability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile("`(Test[A-Za-z0-9_]+)`").FindAllStringSubmatch(string(data), -1)
+	if len(named) < 20 {
+		t.Fatalf("docs/reliability.md names %d tests; its table has more rows than that", len(named))
+	}
+	defined := map[string]bool{}
+	re := regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]+)\(`)
+	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(path, "_test.go") {
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+				defined[m[1]] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range named {
+		if !defined[m[1]] {
+			t.Errorf("docs/reliability.md names %s, which no test file defines", m[1])
 		}
 	}
 }
