@@ -18,6 +18,7 @@ import (
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -412,13 +413,4 @@ func TestShutdownDrainsThenClosesWhatIsLeft(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func waitFor(t *testing.T, what string, cond func() bool) { t.Helper(); testnet.WaitFor(t, what, cond) }

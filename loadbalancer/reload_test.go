@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 // load runs clients making one request per new connection through lb until
@@ -71,15 +71,7 @@ func (l *load) hits(name string) int64 {
 	return 0
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { t.Helper(); return testnet.Addr(t) }
 
 func TestReloadsUnderLoadLoseNothing(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")

@@ -20,6 +20,7 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -117,16 +118,8 @@ func picks(t *testing.T, lb *loadbalancer.Balancer, n int) map[string]int {
 	return counts
 }
 
-// freeAddr is a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback address nothing listens on (testnet.Addr).
+func freeAddr(t *testing.T) string { t.Helper(); return testnet.Addr(t) }
 
 func lbConfig(t *testing.T, strategy string, backends ...*echoBackend) *config.Config {
 	t.Helper()

@@ -17,20 +17,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func waitFor(t *testing.T, what string, cond func() bool) { t.Helper(); testnet.WaitFor(t, what, cond) }
 
 func TestHTTPCheckFollowsTheStatusWithRiseAndFall(t *testing.T) {
 	var healthy atomic.Bool

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -38,25 +39,7 @@ func server(t *testing.T, handle func(net.Conn)) string {
 // serverOn is server on address.
 func serverOn(t *testing.T, address string, handle func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
-		}
-	}()
-	return ln.Addr().String()
+	return testnet.ServeOn(t, address, handle)
 }
 
 // replyAfterEOF reads until the client half-closes, then answers: only a
@@ -340,16 +323,7 @@ func TestCloseAllEndsOpenConnections(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func waitFor(t *testing.T, cond func() bool) { t.Helper(); testnet.WaitFor(t, "the condition", cond) }
 
 // A backend that speaks first (a greeting, as SMTP or Redis' replies to
 // nothing do not) is heard without the client sending anything.
