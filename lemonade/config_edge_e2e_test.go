@@ -178,9 +178,22 @@ func TestUnreadableConfigFileExitTwo(t *testing.T) {
 		}
 		attr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	}
+	var env []string
+	if attr != nil && os.Getenv("GOCOVERDIR") != "" {
+		// nobody may not write into the tests' GOCOVERDIR: one of its own.
+		cov := filepath.Join(dir, "cover")
+		if err := os.Mkdir(cov, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(cov, 0o777); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+		env = append(os.Environ(), "GOCOVERDIR="+cov)
+		defer collectCoverage(t, cov)
+	}
 	for _, args := range [][]string{{"lb", "--check", "-c", path}, {"worker", "-f", "gin", "-c", path}} {
 		cmd := exec.Command(bin, args...)
-		cmd.Dir, cmd.SysProcAttr = dir, attr
+		cmd.Dir, cmd.SysProcAttr, cmd.Env = dir, attr, env
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()

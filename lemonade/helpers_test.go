@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 	"go.uber.org/goleak"
 )
 
@@ -28,7 +29,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	lemonadeBin = filepath.Join(dir, "lemonade")
-	if out, err := exec.Command("go", "build", "-o", lemonadeBin, ".").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", lemonadeBin}
+	if os.Getenv("GOCOVERDIR") != "" {
+		// Most of this module is tested by running the binary: under go test -cover
+		// (make cover, .ci/cover) it counts too, this module's packages in the tests'
+		// mode, its counters written into GOCOVERDIR.
+		mode := testing.CoverMode()
+		if mode == "" {
+			mode = "atomic"
+		}
+		build = append(build, "-cover", "-covermode="+mode, "-coverpkg=./...")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building lemonade: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -41,6 +53,25 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// collectCoverage copies the coverage files a process wrote into from (one it
+// could write, when it ran as another user) to GOCOVERDIR.
+func collectCoverage(t *testing.T, from string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(os.Getenv("GOCOVERDIR"), e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // syncBuffer collects a process's output while it runs.
@@ -132,16 +163,9 @@ func runLemonade(t *testing.T, env []string, args ...string) (code int, stdout, 
 	return p.wait(t), p.stdout.String(), p.stderr.String()
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address for a process to listen on
+// (testnet.Addr: below the ephemeral range, never the same one twice).
+func freeAddr(t *testing.T) string { t.Helper(); return testnet.Addr(t) }
 
 // waitListening waits until something accepts connections on addr.
 func waitListening(t *testing.T, p *proc, addr string) {

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -161,6 +162,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"work delay", `"2.5"`, "f.json", "whole number"}},
 		{"overflowing delay in file", nil, Flags{Config: file("o.toml", "work_delay_ms = 9223372036854775\n")},
 			[]string{"work delay", "o.toml", "out of range"}},
+		{"delay past int64 in file", nil, Flags{Config: file("o.yaml", "work_delay_ms: 18446744073709551615\n")},
+			[]string{"work delay", `"18446744073709551615"`, "o.yaml", "work_delay_ms", "out of range"}},
 		{"delay of the wrong type in file", nil, Flags{Config: file("t.yaml", "work_delay: true\n")},
 			[]string{"work delay", "t.yaml", "bool"}},
 		{"name of the wrong type in file", nil, Flags{Config: file("l.yaml", "service_name: [a, b]\n")},
@@ -270,6 +273,42 @@ func TestParseDelay(t *testing.T) {
 	for _, in := range []string{"", "x", "20 ms", "1.5", "9223372036855", "-9223372036855", "99999999999999999999"} {
 		if d, err := ParseDelay(in); err == nil {
 			t.Errorf("ParseDelay(%q) = %v, nil; want an error", in, d)
+		}
+	}
+}
+
+// TestDelayValue covers every type a config file decoder hands over for a delay.
+func TestDelayValue(t *testing.T) {
+	good := []struct {
+		raw  any
+		want time.Duration
+	}{
+		{"1.5s", 1500 * time.Millisecond}, {"20", 20 * time.Millisecond},
+		{int(7), 7 * time.Millisecond}, {int64(-3), -3 * time.Millisecond},
+		{uint64(5), 5 * time.Millisecond}, {uint64(maxDelayMillis), time.Duration(maxDelayMillis) * time.Millisecond},
+		{float64(12), 12 * time.Millisecond}, {float64(-4), -4 * time.Millisecond},
+	}
+	for _, c := range good {
+		if got, err := delayValue(c.raw); err != nil || got != c.want {
+			t.Errorf("delayValue(%T %v) = %v, %v; want %v", c.raw, c.raw, got, err, c.want)
+		}
+	}
+	bad := []struct {
+		raw  any
+		want string
+	}{
+		{"soon", "soon"},
+		{int64(maxDelayMillis + 1), "9223372036855 milliseconds is out of range"},
+		{uint64(maxDelayMillis + 1), "9223372036855 milliseconds is out of range"},
+		{uint64(math.MaxUint64), "18446744073709551615 milliseconds is out of range"},
+		{2.5, "2.5 is not a whole number of milliseconds in range"},
+		{1e300, "1e+300 is not a whole number of milliseconds in range"},
+		{true, "want integer milliseconds or a duration string, not bool"},
+		{nil, "want integer milliseconds or a duration string, not <nil>"},
+	}
+	for _, c := range bad {
+		if d, err := delayValue(c.raw); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("delayValue(%T %v) = %v, %v; want an error saying %q", c.raw, c.raw, d, err, c.want)
 		}
 	}
 }

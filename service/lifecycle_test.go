@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +131,31 @@ func TestRun(t *testing.T) {
 	})
 	if !errors.Is(err, boom) {
 		t.Errorf("Run = %v; want serve's error", err)
+	}
+}
+
+func TestServeUntilDoneShutdownFails(t *testing.T) {
+	boom := errors.New("boom")
+	stop := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := ServeUntilDone(ctx, time.Second,
+		func() error { <-stop; return nil },
+		func(context.Context) error { close(stop); return boom })
+	if !errors.Is(err, boom) || err.Error() != "shutdown: boom" {
+		t.Fatalf("got %v; want shutdown: boom", err)
+	}
+}
+
+// A listener that fails makes ServeHTTP return its error at once.
+func TestServeHTTPListenerFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	err = ServeHTTP(context.Background(), ln, http.NotFoundHandler())
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ServeHTTP on a closed listener = %v; want net.ErrClosed", err)
 	}
 }

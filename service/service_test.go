@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func newService(t testing.TB, name string, delay time.Duration) *Service {
@@ -225,4 +227,33 @@ func ExampleLoad() {
 	cfg, err := Load(Flags{Address: "127.0.0.1:50510", Name: "worker-1", Delay: "-5"})
 	fmt.Println(cfg == Config{}, err)
 	// Output: true invalid work delay "-5" from flag --delay: must not be negative
+}
+
+func TestConfigIsTheOneGiven(t *testing.T) {
+	cfg := Config{ListenAddress: "127.0.0.1:7001", ServiceName: "w", WorkDelay: 5 * time.Millisecond, OTLPEndpoint: "127.0.0.1:4317"}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Config(); got != cfg {
+		t.Errorf("Config() = %+v; want %+v", got, cfg)
+	}
+}
+
+// CanonicalMethod returns the constant, never the string it was given: that
+// may alias a buffer the server reuses (EndRequest).
+func TestCanonicalMethod(t *testing.T) {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace} {
+		buf := []byte(m)
+		got := CanonicalMethod(unsafe.String(&buf[0], len(buf)))
+		if got != m || unsafe.StringData(got) != unsafe.StringData(m) {
+			t.Errorf("CanonicalMethod(%q) = %q, not the constant", m, got)
+		}
+	}
+	for _, m := range []string{"get", "PROPFIND", "", "GET "} {
+		if got := CanonicalMethod(m); got != "_OTHER" {
+			t.Errorf("CanonicalMethod(%q) = %q; want _OTHER", m, got)
+		}
+	}
 }
