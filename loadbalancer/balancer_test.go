@@ -78,11 +78,11 @@ func testConfig(t *testing.T, strategy string, backends ...*backendServer) *conf
 	return c
 }
 
-// startBalancer starts b and stops it (waiting for the drain) at cleanup.
-func startBalancer(t *testing.T, cfg *config.Config) *Balancer {
+// startBalancerLogging is startBalancer with log as the balancer's logger.
+func startBalancerLogging(t *testing.T, log *slog.Logger, cfg *config.Config) *Balancer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := Start(ctx, quiet, cfg)
+	b, err := Start(ctx, log, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -96,6 +96,12 @@ func startBalancer(t *testing.T, cfg *config.Config) *Balancer {
 		}
 	})
 	return b
+}
+
+// startBalancer starts b and stops it (waiting for the drain) at cleanup.
+func startBalancer(t *testing.T, cfg *config.Config) *Balancer {
+	t.Helper()
+	return startBalancerLogging(t, quiet, cfg)
 }
 
 // get makes one request on a new connection through addr and returns the body.

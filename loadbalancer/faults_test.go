@@ -138,26 +138,6 @@ func (h *countingLog) messages(from int) []string {
 	return m
 }
 
-// startBalancerLogging is startBalancer with log as the balancer's logger.
-func startBalancerLogging(t *testing.T, log *slog.Logger, cfg *config.Config) *Balancer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := Start(ctx, log, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-b.Done():
-		case <-time.After(10 * time.Second):
-			t.Error("balancer did not stop within 10s")
-		}
-	})
-	return b
-}
-
 func backendState(lb *Balancer, name string) backend.Snapshot {
 	for _, s := range lb.Snapshot().Backends {
 		if s.Name == name {
