@@ -206,14 +206,14 @@ func (d *document) marks(line, col int) bool {
 // recurse once per level.
 const maxDepth = 1000
 
-var tooDeep = fmt.Errorf("maps and lists nested more than %d deep", maxDepth)
+var errTooDeep = fmt.Errorf("maps and lists nested more than %d deep", maxDepth)
 
 // maxKeys bounds the keys of one map. Lemonade's configs have a dozen at
 // most, so this only stops garbage, and it must: the YAML decoder and
 // viper compare each key of a map with every other.
 const maxKeys = 1000
 
-var tooManyKeys = fmt.Errorf("more than %d keys in one map", maxKeys)
+var errTooManyKeys = fmt.Errorf("more than %d keys in one map", maxKeys)
 
 // keys holds the keys of one map seen so far, to find one set twice.
 // Keys ignore case, as viper's do.
@@ -231,7 +231,7 @@ func (k keys) add(name string, line int) error {
 	first, seen := k[lower]
 	switch {
 	case !seen && len(k) >= maxKeys:
-		return tooManyKeys
+		return errTooManyKeys
 	case !seen:
 		k[lower] = firstKey{name, line}
 		return nil
@@ -472,7 +472,7 @@ func (d *document) jsonValue(dec *json.Decoder, path string, depth int) (any, er
 			if len(path) > 40 {
 				path = path[:40] + "..." // "a[0][0][0]...", not a thousand of them
 			}
-			return nil, d.failAt(int(dec.InputOffset())-1, path, tooDeep)
+			return nil, d.failAt(int(dec.InputOffset())-1, path, errTooDeep)
 		}
 	}
 	switch tok {
@@ -536,7 +536,7 @@ func (d *document) readTOML() (map[string]any, error) {
 	// The TOML parser does not bound the depth of arrays and inline tables:
 	// "a = [[[[..." would overflow the stack, a crash no recover can catch.
 	if offset := tomlTooDeep(d.data); offset >= 0 {
-		return nil, d.failAt(offset, "", tooDeep)
+		return nil, d.failAt(offset, "", errTooDeep)
 	}
 	if err := d.tomlKeys(); err != nil {
 		return nil, err
@@ -683,7 +683,7 @@ func (d *document) tomlDescend(t *tomlTable, path string, part tomlPart) (*tomlT
 // tomlPut adds the new entry e, at part, to t, unless t is full.
 func (d *document) tomlPut(t *tomlTable, key string, part tomlPart, e *tomlEntry) error {
 	if len(t.entries) >= maxKeys {
-		return &Error{File: d.name, Line: part.line, Key: key, Err: tooManyKeys}
+		return &Error{File: d.name, Line: part.line, Key: key, Err: errTooManyKeys}
 	}
 	e.firstKey = firstKey{part.name, part.line}
 	t.entries[strings.ToLower(part.name)] = e
