@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer"
-	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/observability/otel"
 	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
 )
@@ -99,7 +98,7 @@ func balancerInstruments(m metric.Meter, src snapshotter) error {
 	)
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := src.Snapshot()
-		for _, b := range mergeBackends(s) {
+		for _, b := range s.Series() {
 			id := []attribute.KeyValue{attribute.String("id", strconv.Itoa(b.ID)), attribute.String("backend", b.Name), attribute.String("address", b.Address)}
 			attrs := metric.WithAttributeSet(attribute.NewSet(id...))
 			o.ObserveInt64(up, boolInt(b.Up), attrs)
@@ -122,37 +121,6 @@ func balancerInstruments(m metric.Meter, src snapshotter) error {
 		return nil
 	}, up, draining, weight, active, connections, failures, bytes, ewma, connActive, accepted, rejected, aborted, retries, reloads)
 	return err
-}
-
-// mergeBackends lists the backends in service, then those a reload removed
-// that still drain. One removed and added back with the same id, name and
-// address while its old connections drain is one series, as on /metrics:
-// its counts summed, its state the one in service.
-func mergeBackends(s loadbalancer.Snapshot) []backend.Snapshot {
-	type key struct {
-		id            int
-		name, address string
-	}
-	out := make([]backend.Snapshot, 0, len(s.Backends)+len(s.Draining))
-	at := make(map[key]int, len(s.Backends))
-	for _, b := range s.Backends {
-		at[key{b.ID, b.Name, b.Address}] = len(out)
-		out = append(out, b)
-	}
-	for _, d := range s.Draining {
-		i, ok := at[key{d.ID, d.Name, d.Address}]
-		if !ok {
-			out = append(out, d)
-			continue
-		}
-		b := &out[i]
-		b.Active += d.Active
-		b.Total += d.Total
-		b.ConnectFailures += d.ConnectFailures
-		b.BytesIn += d.BytesIn
-		b.BytesOut += d.BytesOut
-	}
-	return out
 }
 
 func boolInt(b bool) int64 {

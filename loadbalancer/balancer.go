@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -341,15 +342,7 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 // left after timeout, and forgets the backend. At shutdown (stop) it stops
 // waiting: the shutdown closes every connection itself.
 func (b *Balancer) drain(be *backend.Backend, timeout time.Duration, stop <-chan struct{}) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	select {
-	case <-b.srv.Drained(be):
-	case <-deadline.C:
-		n := b.srv.CloseBackend(be)
-		b.log.Info("drain timeout reached: closed connections", "backend", be.Name(), "address", be.Address, "closed", n)
-	case <-stop:
-	}
+	b.closeAfter(be, "removed", timeout, nil, stop)
 	b.mu.Lock()
 	delete(b.draining, be)
 	b.mu.Unlock()
@@ -446,6 +439,39 @@ func (b *Balancer) closeAccessLog() {
 			b.log.Error("access log: lines still queued are lost", "error", err)
 		}
 	}
+}
+
+// Series returns the backends, in service then draining, one per identity
+// (id, name, address), as metrics label them. A backend removed and added
+// back at the same id and address while its old self still drains is two
+// Backends with one identity: their counts are summed into one series (two
+// would fail a scrape), and the state (up, draining, weight, averages) is
+// the one in service's.
+func (s Snapshot) Series() []backend.Snapshot {
+	out := make([]backend.Snapshot, 0, len(s.Backends)+len(s.Draining))
+	type key struct {
+		id            int
+		name, address string
+	}
+	seen := make(map[key]int, cap(out))
+	for _, b := range slices.Concat(s.Backends, s.Draining) {
+		k := key{b.ID, b.Name, b.Address}
+		i, ok := seen[k]
+		if !ok {
+			seen[k] = len(out)
+			out = append(out, b)
+			continue
+		}
+		m := &out[i]
+		m.Active += b.Active
+		m.Total += b.Total
+		m.ConnectFailures += b.ConnectFailures
+		m.BytesIn += b.BytesIn
+		m.BytesOut += b.BytesOut
+		m.Transitions += b.Transitions
+		m.ResponseTime.Add(b.ResponseTime)
+	}
+	return out
 }
 
 // Snapshot reads the current state without blocking the proxy.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
 	"github.com/lemonade-lb/lemonade/observability/testnet"
@@ -420,3 +422,27 @@ func TestShutdownDrainsThenClosesWhatIsLeft(t *testing.T) {
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) { t.Helper(); testnet.WaitFor(t, what, cond) }
+
+// A backend removed and added back while its old connections drain is one
+// series: counts summed, state from the one in service.
+func TestSnapshotSeriesMergesABackendAddedBackWhileItDrains(t *testing.T) {
+	s := Snapshot{
+		Backends: []backend.Snapshot{
+			{ID: 0, Name: "a", Address: "127.0.0.1:1", Up: true, Weight: 3, Active: 1, Total: 10, BytesIn: 5, BytesOut: 7},
+			{ID: 1, Name: "b", Address: "127.0.0.1:2", Active: 2},
+		},
+		Draining: []backend.Snapshot{
+			{ID: 0, Name: "a", Address: "127.0.0.1:1", Draining: true, Weight: 1, Active: 4, Total: 20, ConnectFailures: 1, BytesIn: 50, BytesOut: 70},
+			{ID: 2, Name: "c", Address: "127.0.0.1:3", Draining: true, Active: 3},
+		},
+	}
+	got := s.Series()
+	want := []backend.Snapshot{
+		{ID: 0, Name: "a", Address: "127.0.0.1:1", Up: true, Weight: 3, Active: 5, Total: 30, ConnectFailures: 1, BytesIn: 55, BytesOut: 77},
+		{ID: 1, Name: "b", Address: "127.0.0.1:2", Active: 2},
+		{ID: 2, Name: "c", Address: "127.0.0.1:3", Draining: true, Active: 3},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+}

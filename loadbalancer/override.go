@@ -78,7 +78,7 @@ func (b *Balancer) DisableBackend(id int) (backend.Snapshot, error) {
 		ov.cancel = make(chan struct{})
 		be.Drain()
 		timeout, cancel := b.Config().Runtime.DrainTimeout, ov.cancel
-		r.drains.Go(func() { b.closeAfter(be, timeout, cancel, r.stopDrains) })
+		r.drains.Go(func() { b.closeAfter(be, "disabled", timeout, cancel, r.stopDrains) })
 		return nil
 	})
 }
@@ -182,17 +182,18 @@ func (b *Balancer) dropOverride(id int) {
 	}
 }
 
-// closeAfter closes a disabled backend's open connections once timeout has
-// passed, unless they end first, the disable is called off (cancel) or the
-// balancer shuts down (stop: the shutdown closes every connection itself).
-func (b *Balancer) closeAfter(be *backend.Backend, timeout time.Duration, cancel, stop <-chan struct{}) {
+// closeAfter closes be's open connections once timeout has passed, unless
+// they end first, the drain is called off (cancel: an enable; nil for none)
+// or the balancer shuts down (stop: the shutdown closes every connection
+// itself). why names the drain in the log: "disabled", "removed".
+func (b *Balancer) closeAfter(be *backend.Backend, why string, timeout time.Duration, cancel, stop <-chan struct{}) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	select {
 	case <-b.srv.Drained(be):
 	case <-deadline.C:
 		n := b.srv.CloseBackend(be)
-		b.log.Info("disabled backend: drain timeout reached, closed connections", "backend", be.Name(), "address", be.Address, "closed", n)
+		b.log.Info(why+" backend: drain timeout reached, closed connections", "backend", be.Name(), "address", be.Address, "closed", n)
 	case <-cancel:
 	case <-stop:
 	}

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -185,7 +184,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(d, h.Count(), h.Sum.Seconds(), buckets, labels...)
 	}
-	for _, b := range bySeries(s) {
+	for _, b := range s.Series() {
 		l := []string{strconv.Itoa(b.ID), b.Name, b.Address}
 		gauge(dUp, boolFloat(b.Up), l...)
 		gauge(dDraining, boolFloat(b.Draining), l...)
@@ -232,38 +231,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		build = *b
 	}
 	gauge(dBuildInfo, 1, build.Version, build.Commit, runtime.Version())
-}
-
-// bySeries returns the backends, in service then draining, one per label
-// set. A backend removed and added back at the same id and address while
-// its old self still drains is two Backends with one identity: their
-// counts are summed into one series (two would fail the scrape), and the
-// state (up, draining, weight, averages) is the one in service's.
-func bySeries(s loadbalancer.Snapshot) []backend.Snapshot {
-	out := make([]backend.Snapshot, 0, len(s.Backends)+len(s.Draining))
-	type key struct {
-		id            int
-		name, address string
-	}
-	seen := make(map[key]int, cap(out))
-	for _, b := range slices.Concat(s.Backends, s.Draining) {
-		k := key{b.ID, b.Name, b.Address}
-		i, ok := seen[k]
-		if !ok {
-			seen[k] = len(out)
-			out = append(out, b)
-			continue
-		}
-		m := &out[i]
-		m.Active += b.Active
-		m.Total += b.Total
-		m.ConnectFailures += b.ConnectFailures
-		m.BytesIn += b.BytesIn
-		m.BytesOut += b.BytesOut
-		m.Transitions += b.Transitions
-		m.ResponseTime.Add(b.ResponseTime)
-	}
-	return out
 }
 
 func boolFloat(b bool) float64 {
