@@ -7,7 +7,7 @@ VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run deps test cover check fmt vet staticcheck test-nowork fuzz soak bench bench-compare bench-fairness tidy
+.PHONY: all build run deps test cover check fmt vet staticcheck test-nowork fuzz apidiff soak bench bench-compare bench-fairness tidy release release-proxy
 
 all: check test build
 
@@ -35,7 +35,7 @@ COVER_MIN ?= 85
 cover: deps
 	@COVER_MIN=$(COVER_MIN) GO=$(GO) bash .ci/cover $(MODULES)
 
-check: fmt vet staticcheck test-nowork fuzz
+check: fmt vet staticcheck test-nowork fuzz apidiff
 
 fmt:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -51,6 +51,25 @@ staticcheck:
 # Each module must also build and pass on its own, through its relative replace lines.
 test-nowork: deps
 	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; (cd $$m && GOWORK=off $(GO) test -race -count=1 ./...); done
+
+# Each published module's API against its last release tag (golang.org/x/exp/apidiff): the
+# changes are listed, and a module at v1 or above that breaks its API fails the check.
+apidiff:
+	@echo "== API changes since the last release"
+	@cd release && $(GO) run . -root .. apidiff
+
+# make release VERSION=vX.Y.Z: check, set the internal requires, test, commit, tag every module.
+release:
+	@[ "$(origin VERSION)" = "command line" ] || { echo "usage: make release VERSION=vX.Y.Z (now: $$(cat VERSION))"; exit 2; }
+	@bash release/release.sh $(VERSION)
+
+# make release-proxy OUT=DIR [VERSION=vX.Y.Z]: what a release would publish, as a GOPROXY
+# directory, from the tree as it is (no tag, no network). VERSION defaults to the VERSION file.
+release-proxy:
+	@[ -n "$(OUT)" ] || { echo "usage: make release-proxy OUT=DIR [VERSION=vX.Y.Z]"; exit 2; }
+	@cd release && $(GO) run . -root .. proxy -out "$(abspath $(OUT))" \
+		$(if $(filter command line,$(origin VERSION)),-version $(VERSION))
+	@echo "wrote $(OUT): GOPROXY=file://$(abspath $(OUT))"
 
 # Every fuzz target of every module, FUZZTIME each (their seed corpora also run in `make test`).
 FUZZTIME ?= 3s

@@ -15,10 +15,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
-	"github.com/lemonade-lb/lemonade/observability/configfile"
 )
 
 // CtlCmd drives a running balancer through its admin API. Its flags are the

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
@@ -27,7 +28,7 @@ type DemoCmd struct {
 
 // Run implements the command.
 func (c *DemoCmd) Run(g *Globals) error {
-	delay, err := service.ParseDelay(c.Delay)
+	delay, err := configfile.ParseDuration(c.Delay)
 	if err != nil {
 		return usageError{fmt.Errorf("--delay: %w", err)}
 	}

@@ -3,7 +3,6 @@ package service
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/spf13/viper"
 
-	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/lemonade-lb/lemonade/observability/otel/endpoint"
 )
 
@@ -182,7 +181,7 @@ func apply(cfg *Config, addr, name, delay string, from origins) error {
 		cfg.ServiceName = name
 	}
 	if delay != "" {
-		d, err := ParseDelay(delay)
+		d, err := configfile.ParseDuration(delay)
 		if err == nil {
 			err = checkDelay(d)
 		}
@@ -206,9 +205,10 @@ func loadFile(path string, cfg *Config, endpointFrom *string) error {
 func decodeFile(v *viper.Viper, path string, cfg *Config, endpointFrom *string) error {
 	from := func(key string) string { return fmt.Sprintf("config file %s (key %s)", path, key) }
 
-	// Check the delay keys by hand first: configfile's decoder would accept a
-	// millisecond count that overflows time.Duration, and its messages do not
-	// say which file the value came from.
+	var fc fileConfig
+	if err := configfile.Decode(v, &fc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
 	delayKey := ""
 	for _, key := range []string{"work_delay_ms", "work_delay"} {
 		if !v.IsSet(key) {
@@ -218,19 +218,6 @@ func decodeFile(v *viper.Viper, path string, cfg *Config, endpointFrom *string) 
 			return fmt.Errorf("config file %s: both %s and %s are set; they are the same setting, keep one", path, delayKey, key)
 		}
 		delayKey = key
-		raw := v.Get(key)
-		d, err := delayValue(raw)
-		if err == nil {
-			err = checkDelay(d)
-		}
-		if err != nil {
-			return fmt.Errorf("invalid work delay %q from %s: %w", fmt.Sprint(raw), from(key), err)
-		}
-	}
-
-	var fc fileConfig
-	if err := configfile.Decode(v, &fc); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if v.IsSet("listen_address") {
 		if err := checkAddress(fc.ListenAddress); err != nil {
@@ -244,11 +231,15 @@ func decodeFile(v *viper.Viper, path string, cfg *Config, endpointFrom *string) 
 		}
 		cfg.ServiceName = fc.ServiceName
 	}
-	switch delayKey {
-	case "work_delay_ms":
-		cfg.WorkDelay = fc.WorkDelay
-	case "work_delay":
-		cfg.WorkDelay = fc.WorkDelayAlias
+	if delayKey != "" {
+		d := fc.WorkDelay
+		if delayKey == "work_delay" {
+			d = fc.WorkDelayAlias
+		}
+		if err := checkDelay(d); err != nil {
+			return fmt.Errorf("invalid work delay %v from %s: %w", d, from(delayKey), err)
+		}
+		cfg.WorkDelay = d
 	}
 	if v.IsSet("otlp_protocol") && fc.OTLPProtocol == "" {
 		return fmt.Errorf("invalid OTLP protocol from %s: empty; leave the key out for the default, %s", from("otlp_protocol"), endpoint.GRPC)
@@ -348,47 +339,4 @@ func checkDelay(d time.Duration) error {
 		return errors.New("must not be negative")
 	}
 	return nil
-}
-
-// maxDelayMillis is the largest millisecond count a time.Duration holds.
-const maxDelayMillis = math.MaxInt64 / int64(time.Millisecond)
-
-// ParseDelay reads a delay given as integer milliseconds ("20") or a duration
-// string ("20ms", "1.5s"). It does not reject negative values: callers decide
-// what range they accept.
-func ParseDelay(s string) (time.Duration, error) {
-	if ms, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
-		return millis(ms)
-	}
-	return configfile.ParseDuration(s)
-}
-
-func millis(ms int64) (time.Duration, error) {
-	if ms > maxDelayMillis || ms < -maxDelayMillis {
-		return 0, fmt.Errorf("%d milliseconds is out of range", ms)
-	}
-	return time.Duration(ms) * time.Millisecond, nil
-}
-
-// delayValue converts a delay as a config file decoder produces it.
-func delayValue(raw any) (time.Duration, error) {
-	switch v := raw.(type) {
-	case string:
-		return ParseDelay(v)
-	case int:
-		return millis(int64(v))
-	case int64:
-		return millis(v)
-	case uint64:
-		if v > uint64(maxDelayMillis) {
-			return 0, fmt.Errorf("%d milliseconds is out of range", v)
-		}
-		return millis(int64(v))
-	case float64:
-		if v != math.Trunc(v) || math.Abs(v) > float64(maxDelayMillis) {
-			return 0, fmt.Errorf("%v is not a whole number of milliseconds in range", v)
-		}
-		return millis(int64(v))
-	}
-	return 0, fmt.Errorf("want integer milliseconds or a duration string, not %T", raw)
 }

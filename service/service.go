@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/lemonade-lb/lemonade/observability/metrics"
 )
 
@@ -257,7 +258,7 @@ func RequestDelay(rawQuery string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("delay given %d times; give it once", len(vals))
 	}
 	raw := vals[0]
-	d, err := ParseDelay(raw)
+	d, err := configfile.ParseDuration(raw)
 	if err != nil || d < 0 || d > MaxRequestDelay {
 		return 0, fmt.Errorf("invalid delay %q: want integer milliseconds or a duration from 0 to %s, like \"5ms\"", raw, MaxRequestDelay)
 	}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/lemonade-lb/lemonade/loadbalancer/strategy"
-	"github.com/lemonade-lb/lemonade/observability/configfile"
 	"github.com/spf13/viper"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/lemonade-lb/lemonade/configfile"
 )
 
 // writeFile writes body to name in dir and returns its path.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/lemonade-lb/lemonade/configfile"
 )
 
 // envVar is one environment variable and the key it overrides.

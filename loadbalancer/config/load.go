@@ -3,14 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
-	"reflect"
-	"strconv"
 	"strings"
 
-	"github.com/go-viper/mapstructure/v2"
-	"github.com/lemonade-lb/lemonade/observability/configfile"
+	"github.com/lemonade-lb/lemonade/configfile"
 	"github.com/spf13/viper"
 )
 
@@ -109,81 +105,23 @@ func reportedUnder(key string, reported map[string]bool) bool {
 	return false
 }
 
-// decode overlays v's settings on c and returns every problem: unknown keys
-// first, then values of the wrong type. It is configfile.Decode, except that
-// it carries on past unknown keys so one run reports everything, and it is
-// strict about types: no "true" for a number, no 1.5 for an integer.
+// decode overlays v's settings on c and returns every problem, each from
+// file: configfile.Decode, with the per-backend defaults laid down first.
 func decode(v *viper.Viper, c *Config, file string) []problem {
-	var ps []problem
-	for _, key := range configfile.UnknownKeys(v.AllSettings(), reflect.TypeFor[Config](), "") {
-		if k, err := strconv.Unquote(key); err == nil {
-			key = k
-		}
-		ps = append(ps, problem{file, key, "unknown key"})
-	}
-	// Decoding into an existing slice keeps its elements, so the per-backend
-	// defaults are laid down first.
+	// Decoding into an existing slice keeps its elements.
 	if list, ok := v.Get("backends").([]any); ok {
 		c.Backends = make([]Backend, len(list))
 		for i := range c.Backends {
 			c.Backends[i] = defaultBackend(i)
 		}
 	}
-	err := v.Unmarshal(c,
-		viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(configfile.DurationHook(), wholeNumberHook)),
-		func(dc *mapstructure.DecoderConfig) { dc.WeaklyTypedInput = false },
-	)
-	for _, p := range flatten(err) {
-		p.source = file
-		ps = append(ps, p)
+	var de *configfile.DecodeError
+	if err := configfile.Decode(v, c); !errors.As(err, &de) {
+		return nil // Decode returns nil or a *DecodeError
+	}
+	ps := make([]problem, len(de.Problems))
+	for i, p := range de.Problems {
+		ps[i] = problem{file, p.Key, p.Msg}
 	}
 	return ps
-}
-
-// wholeNumberHook rejects numbers an int field cannot hold exactly, which
-// mapstructure would otherwise truncate (JSON numbers arrive as float64).
-func wholeNumberHook(_, to reflect.Type, data any) (any, error) {
-	if to.Kind() != reflect.Int {
-		return data, nil
-	}
-	switch n := data.(type) {
-	case float64:
-		if n != math.Trunc(n) || n < math.MinInt64 || n >= math.MaxInt64 {
-			return nil, fmt.Errorf("want a whole number, got %v", n)
-		}
-	case uint64:
-		if n > math.MaxInt64 {
-			return nil, fmt.Errorf("%v is too large", n)
-		}
-	}
-	return data, nil
-}
-
-// flatten lists one problem per field in a mapstructure error.
-func flatten(err error) []problem {
-	switch e := err.(type) {
-	case nil:
-		return nil
-	case interface{ Unwrap() []error }:
-		var ps []problem
-		for _, inner := range e.Unwrap() {
-			ps = append(ps, flatten(inner)...)
-		}
-		return ps
-	case *mapstructure.DecodeError:
-		if _, joined := e.Unwrap().(interface{ Unwrap() []error }); joined {
-			return flatten(e.Unwrap())
-		}
-		msg := e.Unwrap().Error()
-		var wrongType *mapstructure.UnconvertibleTypeError
-		if errors.As(e, &wrongType) {
-			msg += fmt.Sprintf(" (%v)", wrongType.Value)
-		}
-		return []problem{{key: e.Name(), msg: msg}}
-	}
-	// mapstructure wraps its list of errors in one "decoding failed" error.
-	if inner := errors.Unwrap(err); inner != nil {
-		return flatten(inner)
-	}
-	return []problem{{msg: err.Error()}}
 }

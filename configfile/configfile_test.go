@@ -1,8 +1,11 @@
 package configfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +71,7 @@ func TestUnknownKeysAreNamed(t *testing.T) {
 	if err == nil {
 		t.Fatal("want an error for unknown keys")
 	}
-	for _, key := range []string{`"bogus"`, `"inner.wiat"`, `"items[0].idd"`} {
+	for _, key := range []string{"bogus: unknown key", "inner.wiat: unknown key", "items[0].idd: unknown key"} {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error %q does not name %s", err, key)
 		}
@@ -104,23 +107,36 @@ func TestBadDurationIsAnError(t *testing.T) {
 }
 
 func TestParseDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{"0": 0, "20": 20 * time.Millisecond, "20ms": 20 * time.Millisecond, " 5s ": 5 * time.Second} {
-		got, err := ParseDuration(in)
-		if err != nil || got != want {
+	good := map[string]time.Duration{
+		"0": 0, "20": 20 * time.Millisecond, " 20 ": 20 * time.Millisecond, "20ms": 20 * time.Millisecond,
+		" 5s ": 5 * time.Second, "1.5s": 1500 * time.Millisecond, "-3": -3 * time.Millisecond,
+		"250us": 250 * time.Microsecond, "9223372036854": 9223372036854 * time.Millisecond,
+	}
+	for in, want := range good {
+		if got, err := ParseDuration(in); err != nil || got != want {
 			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	if _, err := ParseDuration("x"); err == nil {
-		t.Error("want an error for x")
+	for _, in := range []string{"", "x", "20 ms", "1.5", "9223372036855", "-9223372036855", "99999999999999999999"} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, nil; want an error", in, d)
+		}
 	}
 }
 
 func FuzzParseDuration(f *testing.F) {
-	for _, s := range []string{"0", "20", "1h2m", "-5ms", "1e3"} {
+	for _, s := range []string{"0", "20", "20ms", "-1", "1.5s", "1h2m", "9223372036854", "9223372036855", "1e3", "+5", "0x10"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		_, _ = ParseDuration(s)
+		d, err := ParseDuration(s)
+		if err != nil {
+			return
+		}
+		// An integer is exactly that many milliseconds: no silent overflow.
+		if ms, perr := strconv.ParseInt(strings.TrimSpace(s), 10, 64); perr == nil && d != time.Duration(ms)*time.Millisecond {
+			t.Fatalf("ParseDuration(%q) = %v; want %d ms", s, d, ms)
+		}
 	})
 }
 
@@ -147,5 +163,45 @@ func TestDurationOverflowIsAnError(t *testing.T) {
 		if err := Decode(v, &s); err == nil || !strings.Contains(err.Error(), "delay") {
 			t.Errorf("%s: got %v (delay %v), want an error naming delay", name, err, s.Delay)
 		}
+	}
+}
+
+// Every problem in a file is reported at once, each naming its key, and types
+// are strict: no string for a number, no fraction for an integer.
+func TestDecodeReportsEveryProblemStrictly(t *testing.T) {
+	v := viper.New()
+	if err := ReadBytes(v, "x.json", "json", []byte(`{"name":"x","bogus":1,"delay":"soon","items":[{"id":1.5},{"id":"2"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	s := sample{Name: "default"}
+	err := Decode(v, &s)
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		t.Fatalf("Decode = %v; want a *DecodeError", err)
+	}
+	keys := make([]string, len(de.Problems))
+	for i, p := range de.Problems {
+		keys[i] = p.Key
+	}
+	slices.Sort(keys[1:]) // unknown keys come first; the rest in mapstructure's order
+	if want := []string{"bogus", "delay", "items[0].id", "items[1].id"}; !slices.Equal(keys, want) {
+		t.Fatalf("problems %v (%v); want one for each of %v", keys, err, want)
+	}
+	for _, want := range []string{"bogus: unknown key", "soon", "want a whole number, got 1.5", "items[1].id:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+// Decode keeps what out holds for the keys the file does not set.
+func TestDecodeKeepsDefaults(t *testing.T) {
+	v := viper.New()
+	if err := ReadBytes(v, "x.yaml", "yaml", []byte("name: y\n")); err != nil {
+		t.Fatal(err)
+	}
+	s := sample{Name: "x", Delay: time.Second}
+	if err := Decode(v, &s); err != nil || s.Name != "y" || s.Delay != time.Second {
+		t.Fatalf("Decode = %v, %+v; want name y and the delay kept", err, s)
 	}
 }

@@ -207,35 +207,106 @@ func ReadBytes(v *viper.Viper, name, format string, data []byte) error {
 	return read(v, name, format, data)
 }
 
-// Decode copies v's settings into out (a pointer to a struct with mapstructure
-// tags). Keys out does not declare are rejected, all of them listed at once.
+// Decode copies v's settings into out, a pointer to a struct with
+// mapstructure tags, and reports every key it could not decode at once: keys
+// out does not declare, then values of the wrong type. It is strict, the same
+// for every Lemonade binary: no "true" for a number, no 1.5 for an integer,
+// and durations are integer milliseconds or duration strings (ParseDuration).
+// Fields out already holds stay unless the file sets them, so defaults can be
+// laid down first. Any error is a *DecodeError.
 func Decode(v *viper.Viper, out any) error {
-	unknown := UnknownKeys(v.AllSettings(), reflect.TypeOf(out).Elem(), "")
-	if len(unknown) > 0 {
-		return fmt.Errorf("unknown key(s): %s", strings.Join(unknown, ", "))
+	var ps []Problem
+	for _, key := range unknownKeys(v.AllSettings(), reflect.TypeOf(out).Elem(), "") {
+		ps = append(ps, Problem{Key: key, Msg: "unknown key"})
 	}
-	err := v.Unmarshal(out, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		DurationHook(),
-		mapstructure.StringToSliceHookFunc(","),
-	)))
-	if err != nil {
-		return cleanDecodeError(err)
+	err := v.Unmarshal(out,
+		viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook(), wholeNumberHook)),
+		func(dc *mapstructure.DecoderConfig) { dc.WeaklyTypedInput = false },
+	)
+	ps = append(ps, flatten(err)...)
+	if len(ps) > 0 {
+		return &DecodeError{Problems: ps}
 	}
 	return nil
 }
 
-// cleanDecodeError drops mapstructure's preamble so the message reads as
-// "key: problem".
-func cleanDecodeError(err error) error {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "decoding failed due to the following error(s):\n\n")
-	msg = strings.ReplaceAll(msg, "\n", "; ")
-	return errors.New(msg)
+// Problem is one key Decode could not decode.
+type Problem struct {
+	Key string // dotted path such as "backends[3].weight"; "" when not known
+	Msg string // what is wrong
 }
 
-// UnknownKeys walks settings (as viper's AllSettings returns them) against the
+func (p Problem) String() string {
+	if p.Key == "" {
+		return p.Msg
+	}
+	return p.Key + ": " + p.Msg
+}
+
+// DecodeError lists every problem Decode found, unknown keys first.
+type DecodeError struct {
+	Problems []Problem
+}
+
+func (e *DecodeError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// wholeNumberHook rejects numbers an int field cannot hold exactly, which
+// mapstructure would otherwise truncate (JSON numbers arrive as float64).
+func wholeNumberHook(_, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.Int {
+		return data, nil
+	}
+	switch n := data.(type) {
+	case float64:
+		if n != math.Trunc(n) || n < math.MinInt64 || n >= math.MaxInt64 {
+			return nil, fmt.Errorf("want a whole number, got %v", n)
+		}
+	case uint64:
+		if n > math.MaxInt64 {
+			return nil, fmt.Errorf("%v is too large", n)
+		}
+	}
+	return data, nil
+}
+
+// flatten lists one problem per field in a mapstructure error.
+func flatten(err error) []Problem {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case interface{ Unwrap() []error }:
+		var ps []Problem
+		for _, inner := range e.Unwrap() {
+			ps = append(ps, flatten(inner)...)
+		}
+		return ps
+	case *mapstructure.DecodeError:
+		if _, joined := e.Unwrap().(interface{ Unwrap() []error }); joined {
+			return flatten(e.Unwrap())
+		}
+		msg := e.Unwrap().Error()
+		var wrongType *mapstructure.UnconvertibleTypeError
+		if errors.As(e, &wrongType) {
+			msg += fmt.Sprintf(" (%v)", wrongType.Value)
+		}
+		return []Problem{{Key: e.Name(), Msg: msg}}
+	}
+	// mapstructure wraps its list of errors in one "decoding failed" error.
+	if inner := errors.Unwrap(err); inner != nil {
+		return flatten(inner)
+	}
+	return []Problem{{Msg: err.Error()}}
+}
+
+// unknownKeys walks settings (as viper's AllSettings returns them) against the
 // struct type t and returns, sorted, the dotted paths that t does not declare.
-func UnknownKeys(settings map[string]any, t reflect.Type, prefix string) []string {
+func unknownKeys(settings map[string]any, t reflect.Type, prefix string) []string {
 	fields := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -250,7 +321,7 @@ func UnknownKeys(settings map[string]any, t reflect.Type, prefix string) []strin
 		path := prefix + key
 		ft, ok := fields[strings.ToLower(key)]
 		if !ok {
-			unknown = append(unknown, strconv.Quote(path))
+			unknown = append(unknown, path)
 			continue
 		}
 		for ft.Kind() == reflect.Pointer {
@@ -259,13 +330,13 @@ func UnknownKeys(settings map[string]any, t reflect.Type, prefix string) []strin
 		switch {
 		case ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Duration]():
 			if m, ok := val.(map[string]any); ok {
-				unknown = append(unknown, UnknownKeys(m, ft, path+".")...)
+				unknown = append(unknown, unknownKeys(m, ft, path+".")...)
 			}
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 			if list, ok := val.([]any); ok {
 				for i, item := range list {
 					if m, ok := item.(map[string]any); ok {
-						unknown = append(unknown, UnknownKeys(m, ft.Elem(), fmt.Sprintf("%s[%d].", path, i))...)
+						unknown = append(unknown, unknownKeys(m, ft.Elem(), fmt.Sprintf("%s[%d].", path, i))...)
 					}
 				}
 			}
@@ -301,8 +372,8 @@ func millis(ms int64) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// DurationHook decodes time.Duration fields from integer milliseconds or duration strings.
-func DurationHook() mapstructure.DecodeHookFunc {
+// durationHook decodes time.Duration fields from integer milliseconds or duration strings.
+func durationHook() mapstructure.DecodeHookFunc {
 	return func(from, to reflect.Type, data any) (any, error) {
 		if to != reflect.TypeFor[time.Duration]() {
 			return data, nil
@@ -316,7 +387,7 @@ func DurationHook() mapstructure.DecodeHookFunc {
 			return millis(v)
 		case uint64:
 			if v > math.MaxInt64 {
-				return millis(math.MaxInt64)
+				return nil, fmt.Errorf("invalid duration %d: more milliseconds than a duration holds (at most %d)", v, maxMillis)
 			}
 			return millis(int64(v))
 		case float64:
