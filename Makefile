@@ -6,6 +6,11 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# The release tool (release/), on its own: it needs none of the other modules.
+RELEASE     := cd $(CURDIR)/release && GOWORK=off $(GO) run . -root ..
+# In a loop over $$m: -modfile=FILE for a GOWORK=off build of a module whose go.mod has no
+# replace lines (the CLI, so that go install …@VERSION works), or nothing (docs/releasing.md).
+DEVMOD       = $$($(RELEASE) devmod -module $$m -out $(CURDIR)/bin/devmod/$$(echo $$m | tr / _)go.mod)
 
 .PHONY: all build run deps test cover check fmt vet staticcheck test-nowork fuzz apidiff soak bench bench-compare bench-fairness tidy release release-proxy
 
@@ -50,13 +55,14 @@ staticcheck:
 
 # Each module must also build and pass on its own, through its relative replace lines.
 test-nowork: deps
-	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; (cd $$m && GOWORK=off $(GO) test -race -count=1 ./...); done
+	@set -e; for m in $(MODULES); do echo "== GOWORK=off go test $$m"; \
+		modfile=$(DEVMOD); (cd $$m && GOWORK=off GOFLAGS="$$modfile" $(GO) test -race -count=1 ./...); done
 
 # Each published module's API against its last release tag (golang.org/x/exp/apidiff): the
 # changes are listed, and a module at v1 or above that breaks its API fails the check.
 apidiff:
 	@echo "== API changes since the last release"
-	@cd release && $(GO) run . -root .. apidiff
+	@$(RELEASE) apidiff
 
 # make release VERSION=vX.Y.Z: check, set the internal requires, test, commit, tag every module.
 release:
@@ -67,7 +73,7 @@ release:
 # directory, from the tree as it is (no tag, no network). VERSION defaults to the VERSION file.
 release-proxy:
 	@[ -n "$(OUT)" ] || { echo "usage: make release-proxy OUT=DIR [VERSION=vX.Y.Z]"; exit 2; }
-	@cd release && $(GO) run . -root .. proxy -out "$(abspath $(OUT))" \
+	@$(RELEASE) proxy -out "$(abspath $(OUT))" \
 		$(if $(filter command line,$(origin VERSION)),-version $(VERSION))
 	@echo "wrote $(OUT): GOPROXY=file://$(abspath $(OUT))"
 
@@ -100,4 +106,7 @@ bench-fairness: build
 	bash bench/fairness.sh
 
 tidy:
-	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done
+	@set -e; for m in $(MODULES); do \
+		modfile=$(DEVMOD); (cd $$m && GOWORK=off GOFLAGS="$$modfile" $(GO) mod tidy); \
+		if [ -n "$$modfile" ]; then f=$${modfile#-modfile=}; cp "$$f" $$m/go.mod; cp "$${f%.mod}.sum" $$m/go.sum; fi; \
+	done; $(RELEASE) set-version $$(cat $(CURDIR)/VERSION)

@@ -2,16 +2,6 @@ module github.com/lemonade-lb/lemonade/lemonade
 
 go 1.26.0
 
-replace (
-	github.com/lemonade-lb/lemonade/loadbalancer => ../loadbalancer
-	github.com/lemonade-lb/lemonade/observability => ../observability
-	github.com/lemonade-lb/lemonade/service => ../service
-	github.com/lemonade-lb/lemonade/worker-echo => ../worker-echo
-	github.com/lemonade-lb/lemonade/worker-fasthttp => ../worker-fasthttp
-	github.com/lemonade-lb/lemonade/worker-gin => ../worker-gin
-	github.com/lemonade-lb/lemonade/worker-nethttp => ../worker-nethttp
-)
-
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/alecthomas/kong v1.17.0
@@ -114,5 +104,3 @@ require (
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
-
-replace github.com/lemonade-lb/lemonade/configfile => ../configfile

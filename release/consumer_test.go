@@ -46,20 +46,24 @@ func TestOutsideConsumers(t *testing.T) {
 			[]string{"--- PASS: TestConformance", "ok"},
 			append([]string{mod + "loadbalancer", mod + "worker-"}, frameworks...)},
 	}
+	// A user's go command: no workspace, the proxy on disk, a module cache of its own.
+	userEnv := func(cache string) []string {
+		return append(os.Environ(),
+			"GOWORK=off",
+			"GOPROXY=file://"+proxy+",file://"+filepath.Join(machineCache, "cache", "download"),
+			"GOFLAGS=-mod=mod -modcacherw -trimpath", // -trimpath: the next run hits the build cache
+			"GOSUMDB=off",
+			"GONOSUMDB=", "GONOSUMCHECK=", "GOPRIVATE=", "GONOPROXY=",
+			"GOTOOLCHAIN=local",
+			"GOMODCACHE="+cache,
+		)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), c.name)
 			copyDir(t, filepath.Join("testdata", "consumers", c.name), dir)
 			cache := filepath.Join(t.TempDir(), "modcache")
-			env := append(os.Environ(),
-				"GOWORK=off",
-				"GOPROXY=file://"+proxy+",file://"+filepath.Join(machineCache, "cache", "download"),
-				"GOFLAGS=-mod=mod -modcacherw",
-				"GOSUMDB=off",
-				"GONOSUMDB=", "GONOSUMCHECK=", "GOPRIVATE=", "GONOPROXY=",
-				"GOTOOLCHAIN=local",
-				"GOMODCACHE="+cache,
-			)
+			env := userEnv(cache)
 			goCmd(t, dir, env, "mod", "init", "example.com/consumer/"+c.name)
 			for _, r := range c.requires {
 				goCmd(t, dir, env, "get", r+"@"+version)
@@ -85,6 +89,32 @@ func TestOutsideConsumers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The CLI installs the way Go commands do: go install PATH@VERSION, which Go
+// refuses for a module with replace lines in its go.mod.
+func TestInstallCLI(t *testing.T) {
+	version, err := CurrentVersion("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := filepath.Join(t.TempDir(), "proxy")
+	if err := WriteProxy("..", proxy, version); err != nil {
+		t.Fatal(err)
+	}
+	dir, bin := t.TempDir(), t.TempDir()
+	env := append(os.Environ(),
+		"GOWORK=off",
+		"GOPROXY=file://"+proxy+",file://"+filepath.Join(goEnv(t, "GOMODCACHE"), "cache", "download"),
+		"GOFLAGS=-modcacherw -trimpath", "GOSUMDB=off", "GOTOOLCHAIN=local",
+		"GOMODCACHE="+filepath.Join(t.TempDir(), "modcache"),
+		"GOBIN="+bin,
+	)
+	goCmd(t, dir, env, "install", "github.com/lemonade-lb/lemonade/lemonade@"+version)
+	out, err := exec.Command(filepath.Join(bin, "lemonade"), "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "lemonade "+version+" ") {
+		t.Fatalf("lemonade version: %v: %q; want it to say %s", err, out, version)
 	}
 }
 

@@ -7,6 +7,10 @@
 //	release [-root DIR] set-version VERSION  VERSION file and internal requires set to it
 //	release [-root DIR] proxy -out DIR [-version VERSION]
 //	                                        what a release would publish, as a GOPROXY directory
+//	release [-root DIR] devmod -module DIR -out FILE.mod
+//	                                        for a module without replace lines (the CLI), a
+//	                                        go.mod with them for GOWORK=off builds; prints
+//	                                        -modfile=FILE.mod, or nothing when none is needed
 //	release [-root DIR] apidiff [-next VERSION]
 //	                                        each module's API changes since its last tag, and
 //	                                        whether VERSION (or any release, at v1+) may carry them
@@ -18,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 func main() {
@@ -27,7 +32,7 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: release [-root DIR] modules | check-next VERSION | set-version VERSION | proxy -out DIR [-version VERSION] | apidiff [-next VERSION]")
+var errUsage = errors.New("usage: release [-root DIR] modules | check-next VERSION | set-version VERSION | proxy -out DIR [-version VERSION] | devmod -module DIR -out FILE.mod | apidiff [-next VERSION]")
 
 func run(args []string, stdout io.Writer) error {
 	top := flag.NewFlagSet("release", flag.ContinueOnError)
@@ -84,6 +89,25 @@ func run(args []string, stdout io.Writer) error {
 			*version = v
 		}
 		return WriteProxy(*root, *out, *version)
+	case "devmod":
+		fs := flag.NewFlagSet("release devmod", flag.ContinueOnError)
+		dir := fs.String("module", "", "the module's directory, relative to the root")
+		out := fs.String("out", "", "the go.mod to write, ending in .mod")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if *dir == "" || *out == "" || fs.NArg() != 0 {
+			return errors.New("usage: release devmod -module DIR -out FILE.mod")
+		}
+		abs, err := filepath.Abs(*out)
+		if err != nil {
+			return err
+		}
+		wrote, err := DevModFile(*root, *dir, abs)
+		if wrote {
+			fmt.Fprintf(stdout, "-modfile=%s\n", abs)
+		}
+		return err
 	case "apidiff":
 		fs := flag.NewFlagSet("release apidiff", flag.ContinueOnError)
 		next := fs.String("next", "", "the version about to be released: fail if it is too small for the changes")

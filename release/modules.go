@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/mod/modfile"
@@ -26,6 +28,12 @@ func (m Module) Tag(version string) string { return m.Dir + "/" + version }
 func unpublished(dir string) bool {
 	return dir == "release" || strings.HasPrefix(dir, "bench/")
 }
+
+// installable reports whether the module in dir holds a command users
+// install with `go install PATH@VERSION`. Go refuses that for a module whose
+// go.mod has replace lines, so such a module has none; builds without the
+// workspace use a go.mod made for them instead (DevModFile).
+func installable(dir string) bool { return dir == "lemonade" }
 
 // Published lists the modules of the workspace at root (its go.work) that a
 // release tags, in go.work's order.
@@ -59,11 +67,12 @@ func CheckVersion(version string) error {
 	return nil
 }
 
-// SetInternalRequires rewrites the go.mod in data so that every requirement
-// on a module in mods names version, and every such module has a replace
-// line to its directory beside this one (so that GOWORK=off builds use the
-// tree, not a download). Other requirements and replaces are left as they are.
-func SetInternalRequires(data []byte, file string, self Module, mods []Module, version string) ([]byte, error) {
+// SetInternalRequires rewrites the go.mod in data (self's) so that every
+// requirement on a module in mods names version. With replace, every such
+// module also gets a replace line to its directory beside self's, so that
+// GOWORK=off builds use the tree, not a download; without, the internal
+// replace lines are dropped. Other requirements and replaces stay as they are.
+func SetInternalRequires(data []byte, file string, self Module, mods []Module, version string, replace bool) ([]byte, error) {
 	f, err := modfile.Parse(file, data, nil)
 	if err != nil {
 		return nil, err
@@ -83,7 +92,12 @@ func SetInternalRequires(data []byte, file string, self Module, mods []Module, v
 		if err := f.AddRequire(m.Path, version); err != nil {
 			return nil, err
 		}
-		if !hasDirReplace(f, m.Path) {
+		switch {
+		case !replace:
+			if err := f.DropReplace(m.Path, ""); err != nil {
+				return nil, err
+			}
+		case !hasDirReplace(f, m.Path):
 			rel, err := filepath.Rel(self.Dir, m.Dir)
 			if err != nil {
 				return nil, err
@@ -128,7 +142,7 @@ func SetVersion(root, version string) error {
 		if err != nil {
 			return err
 		}
-		out, err := SetInternalRequires(data, name, m, mods, version)
+		out, err := SetInternalRequires(data, name, m, mods, version, !installable(m.Dir))
 		if err != nil {
 			return err
 		}
@@ -136,7 +150,47 @@ func SetVersion(root, version string) error {
 			return err
 		}
 	}
+	if err := setWorkReplaces(root, mods, version); err != nil {
+		return err
+	}
 	return os.WriteFile(filepath.Join(root, "VERSION"), []byte(version+"\n"), 0o644)
+}
+
+// setWorkReplaces makes go.work replace every published module at version
+// with its directory. The workspace needs it for the requirements of an
+// installable module, which has no replace lines of its own: without it, Go
+// would fetch the go.mod of, say, loadbalancer@VERSION to walk the module
+// graph, and before the release no proxy has it.
+func setWorkReplaces(root string, mods []Module, version string) error {
+	name := filepath.Join(root, "go.work")
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	work, err := modfile.ParseWork(name, data, nil)
+	if err != nil {
+		return err
+	}
+	internal := map[string]bool{}
+	for _, m := range mods {
+		internal[m.Path] = true
+	}
+	for _, r := range work.Replace {
+		if internal[r.Old.Path] {
+			if err := work.DropReplace(r.Old.Path, r.Old.Version); err != nil {
+				return err
+			}
+		}
+	}
+	work.Cleanup()
+	var b strings.Builder
+	b.Write(bytes.TrimRight(modfile.Format(work.Syntax), "\n"))
+	b.WriteString("\n\n// The published modules at VERSION are the tree (set by release set-version).\nreplace (\n")
+	for _, m := range mods {
+		fmt.Fprintf(&b, "\t%s %s => ./%s\n", m.Path, version, m.Dir)
+	}
+	b.WriteString(")\n")
+	return os.WriteFile(name, []byte(b.String()), 0o644)
 }
 
 // workspaceModules is every module of the go.work at root, published or not.
@@ -189,4 +243,61 @@ func CheckNext(current, next string) error {
 		return fmt.Errorf("version %s: not newer than the current %s (VERSION)", next, current)
 	}
 	return nil
+}
+
+// DevModFile writes to out (a path ending in .mod) the go.mod of the module
+// in dir with a replace line for every internal requirement, and beside it
+// the module's go.sum (out with .sum), for `go -modfile=out` builds without
+// the workspace. It reports false, and writes nothing, when the module's own
+// go.mod has its replace lines already.
+func DevModFile(root, dir, out string) (bool, error) {
+	dir = path.Clean(filepath.ToSlash(dir))
+	if !installable(dir) {
+		return false, nil
+	}
+	all, err := workspaceModules(root)
+	if err != nil {
+		return false, err
+	}
+	mods, err := Published(root)
+	if err != nil {
+		return false, err
+	}
+	i := slices.IndexFunc(all, func(m Module) bool { return m.Dir == dir })
+	if i < 0 {
+		return false, fmt.Errorf("%s: not a module of go.work", dir)
+	}
+	if !strings.HasSuffix(out, ".mod") {
+		return false, fmt.Errorf("%s: a go.mod for -modfile must end in .mod", out)
+	}
+	name := filepath.Join(root, dir, "go.mod")
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return false, err
+	}
+	f, err := modfile.Parse(name, data, nil)
+	if err != nil {
+		return false, err
+	}
+	version := ""
+	for _, r := range f.Require {
+		if slices.ContainsFunc(mods, func(m Module) bool { return m.Path == r.Mod.Path }) {
+			version = r.Mod.Version
+		}
+	}
+	dev, err := SetInternalRequires(data, name, all[i], mods, version, true)
+	if err != nil {
+		return false, err
+	}
+	sum, err := os.ReadFile(filepath.Join(root, dir, "go.sum"))
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(out, dev, 0o644); err != nil {
+		return false, err
+	}
+	return true, os.WriteFile(strings.TrimSuffix(out, ".mod")+".sum", sum, 0o644)
 }

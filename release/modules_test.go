@@ -95,7 +95,10 @@ func TestTreeIsAtCurrentVersion(t *testing.T) {
 			if r.Mod.Version != version {
 				t.Errorf("%s requires %s %s; VERSION is %s (run: cd release && go run . set-version %s)", name, r.Mod.Path, r.Mod.Version, version, version)
 			}
-			if !hasDirReplace(f, r.Mod.Path) {
+			switch {
+			case installable(m.Dir) && hasDirReplace(f, r.Mod.Path):
+				t.Errorf("%s: a replace for %s: go install %s@VERSION would refuse the module", name, r.Mod.Path, m.Path)
+			case !installable(m.Dir) && !hasDirReplace(f, r.Mod.Path):
 				t.Errorf("%s: no replace for %s: GOWORK=off builds would download it", name, r.Mod.Path)
 			}
 		}
@@ -113,7 +116,7 @@ require (
 	github.com/spf13/viper v1.21.0
 )
 `)
-	out, err := SetInternalRequires(in, "go.mod", mods[1], mods, "v0.3.0")
+	out, err := SetInternalRequires(in, "go.mod", mods[1], mods, "v0.3.0", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +135,17 @@ require (
 		t.Errorf("replace %+v; want observability => ../observability\n%s", f.Replace, out)
 	}
 	// Idempotent: a second run changes nothing.
-	again, err := SetInternalRequires(out, "go.mod", mods[1], mods, "v0.3.0")
+	again, err := SetInternalRequires(out, "go.mod", mods[1], mods, "v0.3.0", true)
 	if err != nil || string(again) != string(out) {
 		t.Errorf("a second run changed the file (%v):\n%s\nthen\n%s", err, out, again)
+	}
+	// Without replace (an installable command's go.mod), the internal one goes.
+	bare, err := SetInternalRequires(out, "go.mod", mods[1], mods, "v0.3.0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := modfile.Parse("go.mod", bare, nil); err != nil || len(f.Replace) != 0 || len(f.Require) != 2 {
+		t.Errorf("without replace: %v\n%s", err, bare)
 	}
 }
 
@@ -147,5 +158,35 @@ func TestRunUsage(t *testing.T) {
 	var out strings.Builder
 	if err := run([]string{"-root", "..", "modules"}, &out); err != nil || !strings.Contains(out.String(), "loadbalancer github.com/lemonade-lb/lemonade/loadbalancer\n") {
 		t.Errorf("release modules = %v:\n%s", err, out.String())
+	}
+}
+
+// The CLI's GOWORK=off builds get a go.mod with the replace lines its own
+// go.mod cannot have; other modules need none.
+func TestDevModFile(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "lemonade.mod")
+	wrote, err := DevModFile("..", "lemonade/", out)
+	if err != nil || !wrote {
+		t.Fatalf("DevModFile(lemonade) = %v, %v", wrote, err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := modfile.Parse(out, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasDirReplace(f, "github.com/lemonade-lb/lemonade/loadbalancer") {
+		t.Errorf("no replace for loadbalancer in\n%s", data)
+	}
+	if _, err := os.Stat(strings.TrimSuffix(out, ".mod") + ".sum"); err != nil {
+		t.Error(err)
+	}
+	if wrote, err := DevModFile("..", "loadbalancer", filepath.Join(t.TempDir(), "lb.mod")); wrote || err != nil {
+		t.Errorf("DevModFile(loadbalancer) = %v, %v; want nothing to do", wrote, err)
+	}
+	if _, err := DevModFile("..", "nope", out); err == nil {
+		t.Error("DevModFile(nope): no error")
 	}
 }

@@ -52,7 +52,7 @@ func writeModule(root, out string, m Module, mods []Module, version string, at t
 	if err != nil {
 		return err
 	}
-	gomod, err := SetInternalRequires(data, gomodName, m, mods, version)
+	gomod, err := SetInternalRequires(data, gomodName, m, mods, version, !installable(m.Dir))
 	if err != nil {
 		return err
 	}

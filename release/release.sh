@@ -6,7 +6,7 @@ set -euo pipefail
 version=${1:?usage: release.sh VERSION}
 cd "$(git rev-parse --show-toplevel)"
 fail() { echo "release: $*" >&2; exit 1; }
-rel() { (cd release && go run . -root .. "$@"); }
+rel() { (cd release && GOWORK=off go run . -root .. "$@"); }
 
 [ -z "$(git status --porcelain)" ] || fail "the tree has uncommitted changes; commit or stash them first"
 [ "$(git rev-parse --abbrev-ref HEAD)" = main ] || fail "releases are made from main, not $(git rev-parse --abbrev-ref HEAD)"
