@@ -73,6 +73,7 @@ type Error struct {
 	Err    error  // what is wrong
 }
 
+// Error reads "FILE:LINE:COLUMN: KEY: problem", leaving out what is not known.
 func (e *Error) Error() string {
 	where := e.File
 	switch {
@@ -236,6 +237,7 @@ type Problem struct {
 	Msg string // what is wrong
 }
 
+// String reads "KEY: problem", or the problem alone when the key is not known.
 func (p Problem) String() string {
 	if p.Key == "" {
 		return p.Msg
@@ -248,6 +250,7 @@ type DecodeError struct {
 	Problems []Problem
 }
 
+// Error lists the problems, separated by "; ".
 func (e *DecodeError) Error() string {
 	parts := make([]string, len(e.Problems))
 	for i, p := range e.Problems {

@@ -378,25 +378,25 @@ func healthSettings(c *config.Config) health.Settings {
 
 // Snapshot is the balancer's state for readers (admin, metrics, tests).
 type Snapshot struct {
-	ListenAddress string             `json:"listen_address"`
+	ListenAddress string             `json:"listen_address"` // as bound: port 0 resolved
 	Strategy      string             `json:"strategy"`
-	Backends      []backend.Snapshot `json:"backends"`
-	Draining      []backend.Snapshot `json:"draining"`
-	Proxy         proxy.Stats        `json:"proxy"`
-	ReloadsOK     uint64             `json:"reloads_ok"`
-	ReloadsFailed uint64             `json:"reloads_failed"`
-	LastError     string             `json:"last_reload_error,omitempty"`
-	LastReload    time.Time          `json:"last_reload"`    // the latest apply (the start's too) or failed reload
-	LastReloadOK  bool               `json:"last_reload_ok"` // whether it was applied
+	Backends      []backend.Snapshot `json:"backends"`                    // in service, in config order
+	Draining      []backend.Snapshot `json:"draining"`                    // removed or replaced by a reload, finishing their connections
+	Proxy         proxy.Stats        `json:"proxy"`                       // the listener's counters
+	ReloadsOK     uint64             `json:"reloads_ok"`                  // configs applied since the start
+	ReloadsFailed uint64             `json:"reloads_failed"`              // configs rejected since the start
+	LastError     string             `json:"last_reload_error,omitempty"` // why the latest rejected config was refused
+	LastReload    time.Time          `json:"last_reload"`                 // the latest apply (the start's too) or failed reload
+	LastReloadOK  bool               `json:"last_reload_ok"`              // whether it was applied
 	// LastReloadSource is where that config came from: SourceStart,
 	// SourceFile or SourceAPI.
 	LastReloadSource string `json:"last_reload_source"`
-	HealthChecks     uint64 `json:"health_checks"`
-	HealthFailed     uint64 `json:"health_checks_failed"`
+	HealthChecks     uint64 `json:"health_checks"`                // active checks run
+	HealthFailed     uint64 `json:"health_checks_failed"`         // of which failed
 	HealthLocal      uint64 `json:"health_checks_local_failures"` // failed on this host (out of fds, ports): in neither count above
 	// HealthDurations are how long the active checks took, by result.
 	HealthDurations health.Durations `json:"health_check_durations"`
-	AccessLog       accesslog.Stats  `json:"access_log"`
+	AccessLog       accesslog.Stats  `json:"access_log"` // zero until an access log is first turned on
 }
 
 // ReopenAccessLog opens the access log's file again (after a rotation:

@@ -11,15 +11,15 @@ import (
 // did, or what Plan says it would do. Backends are matched by id; a backend
 // whose address changed is a new backend, and the old one drains.
 type Diff struct {
-	Added      []BackendRef   `json:"backends_added"`
-	Drained    []BackendRef   `json:"backends_drained"` // removed or replaced: no new connections, open ones finish
-	Reweighted []WeightChange `json:"backends_reweighted"`
-	Renamed    []NameChange   `json:"backends_renamed"`
+	Added      []BackendRef   `json:"backends_added"`      // new ids, or ids at a new address
+	Drained    []BackendRef   `json:"backends_drained"`    // removed or replaced: no new connections, open ones finish
+	Reweighted []WeightChange `json:"backends_reweighted"` // kept backends whose weight in force changes
+	Renamed    []NameChange   `json:"backends_renamed"`    // kept backends whose name changes
 	// OverridesDropped are operator overrides of backends the config
 	// removes or replaces: they belonged to the old backend.
 	OverridesDropped []BackendRef `json:"overrides_dropped"`
-	Strategy         *Change      `json:"strategy,omitempty"`
-	ListenAddress    *Change      `json:"listen_address,omitempty"`
+	Strategy         *Change      `json:"strategy,omitempty"`       // nil: unchanged
+	ListenAddress    *Change      `json:"listen_address,omitempty"` // nil: unchanged
 	// Settings names the other sections that change: proxy, health,
 	// adaptive, runtime, and admin (read at start: it takes a restart).
 	Settings []string `json:"settings_changed"`

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -152,6 +153,11 @@ func SetVersion(root, version string) error {
 	}
 	if err := setWorkReplaces(root, mods, version); err != nil {
 		return err
+	}
+	for _, m := range mods {
+		if err := setReadmeVersion(filepath.Join(root, m.Dir, "README.md"), version); err != nil {
+			return err
+		}
 	}
 	return os.WriteFile(filepath.Join(root, "VERSION"), []byte(version+"\n"), 0o644)
 }
@@ -300,4 +306,22 @@ func DevModFile(root, dir, out string) (bool, error) {
 		return false, err
 	}
 	return true, os.WriteFile(strings.TrimSuffix(out, ".mod")+".sum", sum, 0o644)
+}
+
+// installLine matches a module of this repository at a version in a README:
+// "github.com/lemonade-lb/lemonade/loadbalancer@v0.2.0".
+var installLine = regexp.MustCompile(`(github\.com/lemonade-lb/lemonade/[a-z0-9/-]+)@v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?`)
+
+// setReadmeVersion rewrites the versions in the go get and go install lines
+// of the README at name, so that they name version.
+func setReadmeVersion(name, version string) error {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	out := installLine.ReplaceAll(data, []byte("${1}@"+version))
+	if bytes.Equal(out, data) {
+		return nil
+	}
+	return os.WriteFile(name, out, 0o644)
 }

@@ -190,3 +190,31 @@ func TestDevModFile(t *testing.T) {
 		t.Error("DevModFile(nope): no error")
 	}
 }
+
+// Each published module's README opens with how to get it, at VERSION.
+func TestReadmesOpenWithInstall(t *testing.T) {
+	version, err := CurrentVersion("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := Published("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mods {
+		data, err := os.ReadFile(filepath.Join("..", m.Dir, "README.md"))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		lines := strings.SplitN(string(data), "\n", 12)
+		head := strings.Join(lines[:min(len(lines), 11)], "\n")
+		want := "go get " + m.Path + "@" + version
+		if installable(m.Dir) {
+			want = "go install " + m.Path + "@" + version
+		}
+		if !strings.Contains(head, want) {
+			t.Errorf("%s/README.md: its first lines do not say %q", m.Dir, want)
+		}
+	}
+}

@@ -84,8 +84,8 @@ func DefaultConfig() Config {
 // Flags holds the command-line values, as typed; empty means not given.
 type Flags struct {
 	Config  string // path of a .json, .toml, .yaml or .yml file
-	Address string
-	Name    string
+	Address string // host:port to listen on
+	Name    string // the service name in answers, metrics and traces
 	Delay   string // integer milliseconds or a duration string ("20ms")
 }
 

@@ -49,7 +49,10 @@ type OptionError struct {
 	Err    error
 }
 
+// Error reads "bench: OPTION: what is wrong".
 func (e *OptionError) Error() string { return "bench: " + e.Option + ": " + e.Err.Error() }
+
+// Unwrap returns Err, so errors.Is sees ErrDurationAndRequests and the like.
 func (e *OptionError) Unwrap() error { return e.Err }
 
 // ErrDurationAndRequests is the OptionError.Err when both Duration and

@@ -53,6 +53,8 @@ var endNames = [...]string{
 	Shutdown:     "shutdown",
 }
 
+// String returns the name a line carries for e, such as "client_fin"
+// ("unknown" for a value that is not one of the Ends).
 func (e End) String() string {
 	if int(e) < len(endNames) {
 		return endNames[e]
@@ -79,7 +81,7 @@ type Record struct {
 	Connect     time.Duration  // from the accept until the backend connection was up, retries included
 	TTFB        time.Duration  // from the client's first bytes (or the connect, when the backend speaks first) to the backend's first bytes
 	Retries     int            // dials after a failed one
-	End         End
+	End         End            // how the connection ended
 }
 
 // Formats lists the valid formats.

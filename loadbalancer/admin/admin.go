@@ -29,6 +29,7 @@ import (
 
 // Source is what the admin server reads: *loadbalancer.Balancer.
 type Source interface {
+	// Snapshot returns the current state; it must not block the proxy.
 	Snapshot() loadbalancer.Snapshot
 }
 

@@ -23,12 +23,20 @@ import (
 // *loadbalancer.Balancer. A Source that is not one gets the read-only routes.
 type Controller interface {
 	Source
+	// Config returns the config in force (GET /api/v1/config).
 	Config() *config.Config
+	// Plan returns what ApplyFrom would change, changing nothing (a dry run).
 	Plan(cfg *config.Config) (loadbalancer.Diff, error)
+	// ApplyFrom makes cfg, from source, the running config, all or nothing.
 	ApplyFrom(source string, cfg *config.Config) (loadbalancer.Diff, error)
+	// DrainBackend stops new connections to backend id; open ones finish.
 	DrainBackend(id int) (backend.Snapshot, error)
+	// DisableBackend stops new connections to backend id and closes the
+	// open ones after the drain timeout.
 	DisableBackend(id int) (backend.Snapshot, error)
+	// EnableBackend clears every override of backend id.
 	EnableBackend(id int) (backend.Snapshot, error)
+	// SetBackendWeight overrides the weight of backend id.
 	SetBackendWeight(id, weight int) (backend.Snapshot, error)
 }
 
@@ -97,9 +105,9 @@ func (a api) getConfig(w http.ResponseWriter, r *http.Request) {
 // ConfigResult is the answer to POST /api/v1/config: what changed, or with
 // dry_run what would.
 type ConfigResult struct {
-	DryRun  bool              `json:"dry_run"`
+	DryRun  bool              `json:"dry_run"` // true: a dry run, nothing was changed
 	Changes loadbalancer.Diff `json:"changes"`
-	Summary []string          `json:"summary"`
+	Summary []string          `json:"summary"` // Changes, one line each (Diff.Summary)
 }
 
 func (a api) postConfig(w http.ResponseWriter, r *http.Request) {

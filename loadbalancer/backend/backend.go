@@ -18,8 +18,8 @@ const ewmaAlpha = 0.2
 // changes the address drains this Backend and creates a new one. Name and
 // weight change in place. A Backend must not be copied; pass pointers.
 type Backend struct {
-	ID      int
-	Address string
+	ID      int    // the config's id: the backend's identity across reloads
+	Address string // host:port, as the config gives it
 
 	addrs addrBook // Address resolved, for the proxy and the health checks (resolve.go)
 
@@ -186,23 +186,23 @@ type Snapshot struct {
 	ID              int               `json:"id"`
 	Name            string            `json:"name"`
 	Address         string            `json:"address"`
-	Weight          int               `json:"weight"`
-	Up              bool              `json:"up"`
-	Draining        bool              `json:"draining"`
-	Active          int64             `json:"active_connections"`
-	Total           uint64            `json:"total_connections"`
-	ConnectFailures uint64            `json:"connect_failures"`
-	BytesIn         uint64            `json:"bytes_in"`
-	BytesOut        uint64            `json:"bytes_out"`
-	Latency         time.Duration     `json:"latency_ewma_ns"`
-	LatencyStdDev   time.Duration     `json:"latency_stddev_ns"`
-	LatencySamples  uint64            `json:"latency_samples"`
-	ResponseTime    HistogramSnapshot `json:"response_time_histogram"` // measured times to first byte only (the EWMA may start from a connect time)
-	ErrorRate       float64           `json:"error_rate"`
-	Transitions     uint64            `json:"health_transitions"`
-	LastCheck       time.Time         `json:"last_check,omitzero"`
-	LastCheckOK     bool              `json:"last_check_ok"`
-	LastReason      string            `json:"last_transition_reason,omitempty"`
+	Weight          int               `json:"weight"`                           // in force: the config's, or an override's
+	Up              bool              `json:"up"`                               // as the active and passive checks last decided
+	Draining        bool              `json:"draining"`                         // takes no new connection
+	Active          int64             `json:"active_connections"`               // open now
+	Total           uint64            `json:"total_connections"`                // routed to it since it was added
+	ConnectFailures uint64            `json:"connect_failures"`                 // dials that failed
+	BytesIn         uint64            `json:"bytes_in"`                         // client → backend, of finished connections
+	BytesOut        uint64            `json:"bytes_out"`                        // backend → client, of finished connections
+	Latency         time.Duration     `json:"latency_ewma_ns"`                  // moving average of the response time; 0 before the first sample
+	LatencyStdDev   time.Duration     `json:"latency_stddev_ns"`                // moving standard deviation of the response time
+	LatencySamples  uint64            `json:"latency_samples"`                  // response times measured
+	ResponseTime    HistogramSnapshot `json:"response_time_histogram"`          // measured times to first byte only (the EWMA may start from a connect time)
+	ErrorRate       float64           `json:"error_rate"`                       // moving average of failed dials, 0 (none) to 1 (all)
+	Transitions     uint64            `json:"health_transitions"`               // up↔down changes
+	LastCheck       time.Time         `json:"last_check,omitzero"`              // of the latest active check; zero before the first
+	LastCheckOK     bool              `json:"last_check_ok"`                    // whether it passed
+	LastReason      string            `json:"last_transition_reason,omitempty"` // why the latest up↔down change happened
 	// Override and OverrideWeight are an operator's change made through the
 	// admin API ("drain", "disable" or "weight"; the weight it set, or 0),
 	// filled in by the balancer, which owns overrides.

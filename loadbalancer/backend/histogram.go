@@ -51,7 +51,7 @@ type HistogramSnapshot struct {
 	// Counts[i] those above HistogramBounds[i-1] and at most
 	// HistogramBounds[i]; the last, those above every bound.
 	Counts [len(HistogramBounds) + 1]uint64 `json:"counts"`
-	Sum    time.Duration                    `json:"sum_ns"`
+	Sum    time.Duration                    `json:"sum_ns"` // of every observation
 }
 
 // Snapshot reads the counts. Buckets read while Observe runs may be one

@@ -39,6 +39,8 @@ const maxListed = 100
 // context switches.
 const maxEventLoops = 256
 
+// Error reads as ErrInvalid followed by the problems, one a line (only the
+// first maxListed of them, and how many more there are).
 func (e *ValidationError) Error() string {
 	if len(e.Problems) == 1 {
 		return ErrInvalid.Error() + ": " + e.Problems[0]

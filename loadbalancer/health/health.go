@@ -22,12 +22,12 @@ import (
 
 // Settings configure the checks. They apply from the next check on.
 type Settings struct {
-	Kind     string // "tcp" (connect) or "http" (GET Path, 2xx = pass)
-	Path     string
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int // consecutive passes to go up; below 1 counts as 1
-	Fall     int // consecutive failures to go down; below 1 counts as 1
+	Kind     string        // "tcp" (connect) or "http" (GET Path, 2xx = pass)
+	Path     string        // the GET path of an http check
+	Interval time.Duration // between two checks of one backend
+	Timeout  time.Duration // bound on one check
+	Rise     int           // consecutive passes to go up; below 1 counts as 1
+	Fall     int           // consecutive failures to go down; below 1 counts as 1
 }
 
 // localLogEvery spaces the logs of local failures: when descriptors run
@@ -81,8 +81,8 @@ func (c *Checker) LocalFailures() uint64 { return c.localFailures.Load() }
 
 // Durations are how long the checks took, by result.
 type Durations struct {
-	Pass         backend.HistogramSnapshot `json:"pass"`
-	Fail         backend.HistogramSnapshot `json:"fail"`
+	Pass         backend.HistogramSnapshot `json:"pass"`          // checks that passed
+	Fail         backend.HistogramSnapshot `json:"fail"`          // checks that failed, counted against their backend
 	LocalFailure backend.HistogramSnapshot `json:"local_failure"` // failed on this host: see LocalFailures
 }
 

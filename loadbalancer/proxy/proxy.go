@@ -32,8 +32,8 @@ import (
 // Table is what a new connection is routed by: the backends and the strategy
 // prepared for them. It is immutable; a reload publishes a new one.
 type Table struct {
-	Backends []*backend.Backend
-	Strategy strategy.Strategy
+	Backends []*backend.Backend // the pool, in config order
+	Strategy strategy.Strategy  // picks from Backends; prepared for them
 }
 
 // route is what a new connection is routed by.
@@ -79,10 +79,10 @@ const defaultConnectTimeout = 2 * time.Second
 
 // Stats are the server's counters.
 type Stats struct {
-	Active    int64         `json:"active_connections"`
-	Accepted  uint64        `json:"accepted_connections"`
-	NoBackend uint64        `json:"rejected_no_backend"`
-	AtCap     time.Duration `json:"time_at_max_connections_ns"`
+	Active    int64         `json:"active_connections"`         // client connections open now
+	Accepted  uint64        `json:"accepted_connections"`       // client connections accepted in all
+	NoBackend uint64        `json:"rejected_no_backend"`        // closed because no backend was eligible or every dial failed
+	AtCap     time.Duration `json:"time_at_max_connections_ns"` // spent not accepting, at proxy.max_connections
 	// Aborts counts connections ended by a reset from either side (passed on
 	// as a reset to the other).
 	Aborts uint64 `json:"aborted_connections"`

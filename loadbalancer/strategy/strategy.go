@@ -18,6 +18,9 @@ import (
 
 // Strategy picks a backend for a new connection.
 type Strategy interface {
+	// Pick returns one of pool's eligible (up, not draining) backends, or
+	// nil when there is none. It is called concurrently, must not lock or
+	// allocate, and must not modify pool.
 	Pick(pool []*backend.Backend) *backend.Backend
 }
 
@@ -85,6 +88,7 @@ type SettingError struct {
 	Msg string
 }
 
+// Error reads "KEY: MSG", or MSG alone for the section as a whole.
 func (e *SettingError) Error() string {
 	if e.Key == "" {
 		return e.Msg
@@ -288,7 +292,7 @@ func (f *FastestResponseTime) Pick(pool []*backend.Backend) *backend.Backend {
 // of failed dials (0..1). Unmeasured backends count as zero latency so they get
 // measured. Ties go in turn.
 type Adaptive struct {
-	Weights AdaptiveWeights
+	Weights AdaptiveWeights // the factors of the score; set before the first Pick
 	r       rotation
 }
 
