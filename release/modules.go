@@ -258,20 +258,20 @@ func CheckNext(current, next string) error {
 // go.mod has its replace lines already.
 func DevModFile(root, dir, out string) (bool, error) {
 	dir = path.Clean(filepath.ToSlash(dir))
-	if !installable(dir) {
-		return false, nil
-	}
 	all, err := workspaceModules(root)
-	if err != nil {
-		return false, err
-	}
-	mods, err := Published(root)
 	if err != nil {
 		return false, err
 	}
 	i := slices.IndexFunc(all, func(m Module) bool { return m.Dir == dir })
 	if i < 0 {
 		return false, fmt.Errorf("%s: not a module of go.work", dir)
+	}
+	if !installable(dir) {
+		return false, nil
+	}
+	mods, err := Published(root)
+	if err != nil {
+		return false, err
 	}
 	if !strings.HasSuffix(out, ".mod") {
 		return false, fmt.Errorf("%s: a go.mod for -modfile must end in .mod", out)

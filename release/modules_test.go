@@ -218,3 +218,186 @@ func TestReadmesOpenWithInstall(t *testing.T) {
 		}
 	}
 }
+
+// copyTree copies what set-version reads and writes (go.work, VERSION, and
+// each module's go.mod, go.sum and README.md) from the repository to a
+// temporary root.
+func copyTree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	all, err := workspaceModules("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"go.work", "VERSION"}
+	for _, m := range all {
+		for _, f := range []string{"go.mod", "go.sum", "README.md"} {
+			names = append(names, filepath.Join(m.Dir, f))
+		}
+	}
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join("..", name))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// set-version moves the whole tree to a version: VERSION, every internal
+// require, the go.work replaces and the READMEs' install lines.
+func TestSetVersion(t *testing.T) {
+	root := copyTree(t)
+	var out strings.Builder
+	if err := run([]string{"-root", root, "set-version", "v0.5.0"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := CurrentVersion(root); err != nil || v != "v0.5.0" {
+		t.Fatalf("VERSION %q, %v", v, err)
+	}
+	work, err := os.ReadFile(filepath.Join(root, "go.work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(work), "github.com/lemonade-lb/lemonade/loadbalancer v0.5.0 => ./loadbalancer\n") || strings.Count(string(work), "loadbalancer v0") != 1 {
+		t.Errorf("go.work:\n%s", work)
+	}
+	for _, dir := range []string{"loadbalancer", "lemonade", "worker-gin", "bench/fairness"} {
+		data, err := os.ReadFile(filepath.Join(root, dir, "go.mod"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), "github.com/lemonade-lb/lemonade/observability v0.") && !strings.Contains(string(data), "github.com/lemonade-lb/lemonade/observability v0.5.0") {
+			t.Errorf("%s/go.mod still requires another version:\n%s", dir, data)
+		}
+		if hasReplace := strings.Contains(string(data), "=> ../"); hasReplace == installable(dir) && dir != "bench/fairness" {
+			t.Errorf("%s/go.mod: replace lines %v, installable %v", dir, hasReplace, installable(dir))
+		}
+	}
+	if readme, err := os.ReadFile(filepath.Join(root, "worker-gin", "README.md")); err != nil || !strings.Contains(string(readme), "go get github.com/lemonade-lb/lemonade/worker-gin@v0.5.0") {
+		t.Errorf("worker-gin/README.md: %v\n%s", err, readme)
+	}
+	if err := run([]string{"-root", root, "check-next", "v0.5.0"}, &out); err == nil {
+		t.Error("check-next v0.5.0 at v0.5.0: no error")
+	}
+	if err := run([]string{"-root", root, "check-next", "v0.6.0"}, &out); err != nil {
+		t.Errorf("check-next v0.6.0: %v", err)
+	}
+	if err := run([]string{"-root", root, "set-version", "v3.0.0"}, &out); err == nil {
+		t.Error("set-version v3.0.0: no error")
+	}
+	out.Reset()
+	mod := filepath.Join(t.TempDir(), "dev.mod")
+	if err := run([]string{"-root", root, "devmod", "-module", "lemonade", "-out", mod}, &out); err != nil || out.String() != "-modfile="+mod+"\n" {
+		t.Errorf("devmod: %v, %q", err, out.String())
+	}
+	if err := run([]string{"-root", root, "devmod", "-module", "lemonade", "-out", "x.txt"}, &out); err == nil {
+		t.Error("devmod -out x.txt: no error")
+	}
+}
+
+// The commands that read the real tree, through run as the Makefile calls them.
+func TestRunOnTheTree(t *testing.T) {
+	var out strings.Builder
+	proxy := t.TempDir()
+	if err := run([]string{"-root", "..", "proxy", "-out", proxy, "-version", "v0.7.0"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(proxy, "github.com/lemonade-lb/lemonade/service/@v/v0.7.0.zip")); err != nil {
+		t.Error(err)
+	}
+	if err := run([]string{"-root", "..", "proxy", "-out", t.TempDir()}, &out); err != nil {
+		t.Errorf("proxy at VERSION: %v", err)
+	}
+	if err := run([]string{"-root", "..", "apidiff"}, &out); err != nil {
+		t.Errorf("apidiff: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "github.com/lemonade-lb/lemonade/loadbalancer: ") {
+		t.Errorf("apidiff said nothing of loadbalancer:\n%s", out.String())
+	}
+	for _, args := range [][]string{{"apidiff", "-next", "nope"}, {"apidiff", "x"}, {"proxy", "-out", t.TempDir(), "-version", "v9.0.0"}, {"devmod"}, {"modules", "x"}, {"-bogus"}} {
+		if err := run(append([]string{"-root", ".."}, args...), &out); err == nil {
+			t.Errorf("release %v: no error", args)
+		}
+	}
+}
+
+// A broken tree is an error that names what is wrong, from every command.
+func TestBrokenTrees(t *testing.T) {
+	write := func(root, name, body string) {
+		t.Helper()
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trees := map[string]func(root string){
+		"no go.work":         func(string) {},
+		"go.work syntax":     func(r string) { write(r, "go.work", "use (\n") },
+		"use without go.mod": func(r string) { write(r, "go.work", "go 1.26.0\nuse ./a\n") },
+		"no module line":     func(r string) { write(r, "go.work", "go 1.26.0\nuse ./a\n"); write(r, "a/go.mod", "go 1.26.0\n") },
+		"only tools": func(r string) {
+			write(r, "go.work", "go 1.26.0\nuse ./release\n")
+			write(r, "release/go.mod", "module example.com/release\n")
+		},
+	}
+	for name, build := range trees {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			build(root)
+			write(root, "VERSION", "v0.1.0\n")
+			if _, err := Published(root); err == nil {
+				t.Error("Published: no error")
+			}
+			if err := SetVersion(root, "v0.2.0"); err == nil {
+				t.Error("SetVersion: no error")
+			}
+			if err := WriteProxy(root, t.TempDir(), "v0.2.0"); err == nil {
+				t.Error("WriteProxy: no error")
+			}
+			if _, err := APIChanges(root); err == nil {
+				t.Error("APIChanges: no error")
+			}
+			if _, err := DevModFile(root, "lemonade", filepath.Join(t.TempDir(), "x.mod")); err == nil {
+				t.Error("DevModFile: no error")
+			}
+		})
+	}
+	for body, want := range map[string]string{"": "no such file", "garbage\n": "VERSION", "v3.0.0\n": "/v3 suffix"} {
+		root := t.TempDir()
+		if body != "" {
+			write(root, "VERSION", body)
+		}
+		if _, err := CurrentVersion(root); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("VERSION %q: %v; want an error saying %q", body, err, want)
+		}
+		if err := run([]string{"-root", root, "check-next", "v9.9.9"}, &strings.Builder{}); err == nil {
+			t.Errorf("check-next with VERSION %q: no error", body)
+		}
+	}
+	self := Module{Dir: "a", Path: "example.com/a"}
+	if _, err := SetInternalRequires([]byte("module example.com/a\nrequire example.com/a v0.1.0\n"), "a/go.mod", self, []Module{self}, "v0.2.0", true); err == nil || !strings.Contains(err.Error(), "requires itself") {
+		t.Errorf("a go.mod requiring itself: %v", err)
+	}
+	if _, err := SetInternalRequires([]byte("module (\n"), "a/go.mod", self, nil, "v0.2.0", true); err == nil || !strings.Contains(err.Error(), "a/go.mod") {
+		t.Errorf("a broken go.mod: %v", err)
+	}
+	if next := (APIChange{}).MinNext(); next != "" {
+		t.Errorf("MinNext with no release = %q", next)
+	}
+	if err := setReadmeVersion(filepath.Join(t.TempDir(), "README.md"), "v0.2.0"); err == nil {
+		t.Error("setReadmeVersion of a missing README: no error")
+	}
+}
