@@ -7,13 +7,13 @@ require (
 	github.com/alecthomas/kong v1.17.0
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
-	github.com/lemonade-lb/lemonade/loadbalancer v0.0.0
-	github.com/lemonade-lb/lemonade/observability v0.0.0
-	github.com/lemonade-lb/lemonade/service v0.0.0
-	github.com/lemonade-lb/lemonade/worker-echo v0.0.0
-	github.com/lemonade-lb/lemonade/worker-fasthttp v0.0.0
-	github.com/lemonade-lb/lemonade/worker-gin v0.0.0
-	github.com/lemonade-lb/lemonade/worker-nethttp v0.0.0
+	github.com/lemonade-lb/lemonade/loadbalancer v0.1.0
+	github.com/lemonade-lb/lemonade/observability v0.1.0
+	github.com/lemonade-lb/lemonade/service v0.1.0
+	github.com/lemonade-lb/lemonade/worker-echo v0.1.0
+	github.com/lemonade-lb/lemonade/worker-fasthttp v0.1.0
+	github.com/lemonade-lb/lemonade/worker-gin v0.1.0
+	github.com/lemonade-lb/lemonade/worker-nethttp v0.1.0
 	github.com/schollz/progressbar/v3 v3.19.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -51,7 +51,7 @@ require (
 	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
 	github.com/labstack/echo/v4 v4.16.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0
+	github.com/lemonade-lb/lemonade/configfile v0.1.0
 	github.com/leodido/go-urn v1.4.0 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect

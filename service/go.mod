@@ -5,7 +5,7 @@ go 1.26.0
 replace github.com/lemonade-lb/lemonade/observability => ../observability
 
 require (
-	github.com/lemonade-lb/lemonade/observability v0.0.0
+	github.com/lemonade-lb/lemonade/observability v0.1.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
@@ -18,7 +18,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0
+	github.com/lemonade-lb/lemonade/configfile v0.1.0
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect

@@ -9,7 +9,7 @@ replace (
 
 require (
 	github.com/labstack/echo/v4 v4.16.0
-	github.com/lemonade-lb/lemonade/service v0.0.0
+	github.com/lemonade-lb/lemonade/service v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -19,8 +19,8 @@ require (
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0 // indirect
-	github.com/lemonade-lb/lemonade/observability v0.0.0 // indirect
+	github.com/lemonade-lb/lemonade/configfile v0.1.0 // indirect
+	github.com/lemonade-lb/lemonade/observability v0.1.0 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.22 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect

@@ -9,7 +9,7 @@ replace (
 
 require (
 	github.com/gofiber/fiber/v2 v2.52.15
-	github.com/lemonade-lb/lemonade/service v0.0.0
+	github.com/lemonade-lb/lemonade/service v0.1.0
 	github.com/valyala/fasthttp v1.78.0
 	go.uber.org/goleak v1.3.0
 )
@@ -21,8 +21,8 @@ require (
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0 // indirect
-	github.com/lemonade-lb/lemonade/observability v0.0.0 // indirect
+	github.com/lemonade-lb/lemonade/configfile v0.1.0 // indirect
+	github.com/lemonade-lb/lemonade/observability v0.1.0 // indirect
 	github.com/mattn/go-colorable v0.1.13 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/mattn/go-runewidth v0.0.16 // indirect

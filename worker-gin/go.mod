@@ -9,7 +9,7 @@ replace (
 
 require (
 	github.com/gin-gonic/gin v1.12.0
-	github.com/lemonade-lb/lemonade/service v0.0.0
+	github.com/lemonade-lb/lemonade/service v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -31,8 +31,8 @@ require (
 	github.com/goccy/go-yaml v1.19.2 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0 // indirect
-	github.com/lemonade-lb/lemonade/observability v0.0.0 // indirect
+	github.com/lemonade-lb/lemonade/configfile v0.1.0 // indirect
+	github.com/lemonade-lb/lemonade/observability v0.1.0 // indirect
 	github.com/leodido/go-urn v1.4.0 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect

@@ -8,7 +8,7 @@ replace (
 )
 
 require (
-	github.com/lemonade-lb/lemonade/service v0.0.0
+	github.com/lemonade-lb/lemonade/service v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -17,8 +17,8 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
-	github.com/lemonade-lb/lemonade/configfile v0.0.0 // indirect
-	github.com/lemonade-lb/lemonade/observability v0.0.0 // indirect
+	github.com/lemonade-lb/lemonade/configfile v0.1.0 // indirect
+	github.com/lemonade-lb/lemonade/observability v0.1.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
