@@ -94,11 +94,11 @@ func APIChanges(root string) ([]APIChange, error) {
 			if err := extract(root, m.Tag(base), old); err != nil {
 				return nil, err
 			}
-			oldMod, err := loadAPI(filepath.Join(old, m.Dir), m.Path)
+			oldMod, err := loadAPI(old, m, tmp)
 			if err != nil {
 				return nil, fmt.Errorf("%s at %s: %w", m.Path, base, err)
 			}
-			newMod, err := loadAPI(filepath.Join(root, m.Dir), m.Path)
+			newMod, err := loadAPI(root, m, tmp)
 			if err != nil {
 				return nil, fmt.Errorf("%s in the tree: %w", m.Path, err)
 			}
@@ -158,19 +158,31 @@ func extract(root, rev, dir string) error {
 	}
 }
 
-// loadAPI type-checks the importable packages of the module in dir (not
-// package main, which no one imports), on its own: no workspace.
-func loadAPI(dir, path string) (*apidiff.Module, error) {
+// loadAPI type-checks the importable packages of module m in the tree at
+// root (not package main, which no one imports), on its own: no workspace;
+// a module without replace lines through the go.mod DevModFile makes, in tmp.
+func loadAPI(root string, m Module, tmp string) (*apidiff.Module, error) {
+	flags := "-mod=mod"
+	devmod, err := os.CreateTemp(tmp, "*.mod")
+	if err != nil {
+		return nil, err
+	}
+	devmod.Close()
+	if wrote, err := DevModFile(root, m.Dir, devmod.Name()); err != nil {
+		return nil, err
+	} else if wrote {
+		flags += " -modfile=" + devmod.Name()
+	}
 	cfg := &packages.Config{
 		Mode: packages.NeedName | packages.NeedTypes | packages.NeedImports | packages.NeedDeps,
-		Dir:  dir,
-		Env:  append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod"),
+		Dir:  filepath.Join(root, m.Dir),
+		Env:  append(os.Environ(), "GOWORK=off", "GOFLAGS="+flags),
 	}
 	pkgs, err := packages.Load(cfg, "./...")
 	if err != nil {
 		return nil, err
 	}
-	m := &apidiff.Module{Path: path}
+	mod := &apidiff.Module{Path: m.Path}
 	for _, p := range pkgs {
 		if len(p.Errors) > 0 {
 			return nil, fmt.Errorf("%s: %v", p.PkgPath, p.Errors[0])
@@ -178,9 +190,9 @@ func loadAPI(dir, path string) (*apidiff.Module, error) {
 		if p.Name == "main" || p.Types == nil {
 			continue
 		}
-		m.Packages = append(m.Packages, p.Types)
+		mod.Packages = append(mod.Packages, p.Types)
 	}
-	return m, nil
+	return mod, nil
 }
 
 // ReportAPI writes changes to w and returns an error if next (a version
