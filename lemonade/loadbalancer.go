@@ -60,6 +60,25 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	// connection closed by the drain.
 	defer flushOTLP(log, tel, cfg.Metrics.Timeout)
 
+	// The fleet's part, before anything binds: etcd unreachable with no
+	// static backend is an error at the start.
+	var fl *balancerFleet
+	var file []byte
+	if cfg.Discovery.Etcd.Enabled() {
+		if c.Config != "" {
+			if file, err = os.ReadFile(c.Config); err != nil {
+				return usageError{err}
+			}
+		}
+		if fl, err = startBalancerFleet(log, cfg); err != nil {
+			return err
+		}
+		defer fl.cli.Close()
+		if cfg, err = fl.startConfig(log, c.Config, file); err != nil {
+			return usageError{err}
+		}
+	}
+
 	ctx, stop := signalContext(log)
 	defer stop()
 	// Before the start: SIGUSR1's default action ends the process, and a
@@ -93,8 +112,16 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go reopenAccessLogOn(log, b, usr1)
+	var fleetPart config.Fleet
+	if fl != nil {
+		fleetPart = fl.start
+	}
+	sources := loadbalancer.NewSources(b, c.Config, file, fleetPart)
+	if fl != nil {
+		go fl.w.Run(ctx, sources)
+	}
 	if c.Config != "" {
-		go loadbalancer.WatchFile(ctx, b, c.Config, hup)
+		go sources.WatchFile(ctx, hup)
 	} else {
 		go func() {
 			for {

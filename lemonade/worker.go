@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -54,6 +55,9 @@ type WorkerCmd struct {
 	Address   string `short:"a" help:"Listen address (default 127.0.0.1:50200)." placeholder:"ADDR"`
 	Name      string `short:"n" help:"Service name reported in responses (default lemonade-worker)."`
 	Delay     string `short:"d" help:"Work delay: integer milliseconds or a duration like 20ms (default 20)." placeholder:"MS"`
+	Register  string `env:"LEMONADE_WORKER_REGISTER" help:"Join a fleet: register as a backend in etcd, under the service name, while serving (docs/fleet.md)." placeholder:"etcd://HOST:PORT[,HOST:PORT...]/PREFIX"`
+	Pool      string `env:"LEMONADE_WORKER_POOL" default:"default" help:"The pool to join with --register."`
+	Advertise string `env:"LEMONADE_WORKER_ADVERTISE" help:"The address the balancers connect to, registered with --register (default: the listen address)." placeholder:"HOST:PORT"`
 }
 
 // Run implements the command.
@@ -96,11 +100,37 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	}
 	ctx, stop := signalContext(log)
 	defer stop()
+	serving := ctx
+	if c.Register != "" {
+		reg, cli, err := workerRegistration(log, c.Register, c.Pool, cfg.ServiceName, c.Advertise, ln, c.Framework)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer cli.Close()
+		// On a stop, leave the pool first, then stop serving: the balancers
+		// drain the worker before its port closes.
+		var stopServing context.CancelFunc
+		serving, stopServing = context.WithCancel(context.Background())
+		defer stopServing()
+		go func() {
+			<-ctx.Done()
+			left, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := reg.Close(left); err != nil {
+				log.Warn("leaving the pool failed; the registration expires with its lease", "key", reg.Key(), "error", err)
+			} else {
+				log.Info("left the pool", "key", reg.Key())
+				time.Sleep(deregisterGrace) // the balancers see the key go meanwhile
+			}
+			cancel()
+			stopServing()
+		}()
+	}
 	log.Info("worker started", "framework", c.Framework, "address", ln.Addr().String(), "name", cfg.ServiceName, "delay", cfg.WorkDelay)
 	if tel != nil {
 		log.Info("exporting spans and request metrics over OTLP", "endpoint", cfg.OTLPEndpoint, "protocol", protocolName(cfg.OTLPProtocol))
 	}
-	if err := frameworks[c.Framework](ctx, ln, cfg); err != nil {
+	if err := frameworks[c.Framework](serving, ln, cfg); err != nil {
 		return err
 	}
 	log.Info("worker stopped", "framework", c.Framework, "name", cfg.ServiceName)

@@ -63,6 +63,9 @@ const (
 	SourceStart = "start" // the config the balancer started with
 	SourceFile  = "file"  // the config file (WatchFile: an edit or SIGHUP)
 	SourceAPI   = "api"   // the admin API (POST /api/v1/config)
+	// SourceFleet is a rebuild because the fleet changed: its shared settings
+	// or its discovered backends (Sources; the etcd source is package fleet).
+	SourceFleet = "fleet"
 )
 
 // ErrStopped is returned by Apply, Plan and the override methods once the
@@ -389,7 +392,7 @@ type Snapshot struct {
 	LastReload    time.Time          `json:"last_reload"`                 // the latest apply (the start's too) or failed reload
 	LastReloadOK  bool               `json:"last_reload_ok"`              // whether it was applied
 	// LastReloadSource is where that config came from: SourceStart,
-	// SourceFile or SourceAPI.
+	// SourceFile, SourceAPI or SourceFleet.
 	LastReloadSource string `json:"last_reload_source"`
 	HealthChecks     uint64 `json:"health_checks"`                // active checks run
 	HealthFailed     uint64 `json:"health_checks_failed"`         // of which failed

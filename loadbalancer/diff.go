@@ -2,6 +2,7 @@ package loadbalancer
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
@@ -21,7 +22,8 @@ type Diff struct {
 	Strategy         *Change      `json:"strategy,omitempty"`       // nil: unchanged
 	ListenAddress    *Change      `json:"listen_address,omitempty"` // nil: unchanged
 	// Settings names the other sections that change: proxy, health,
-	// adaptive, runtime, and admin (read at start: it takes a restart).
+	// adaptive, runtime, and admin and discovery (read at start: they take
+	// a restart).
 	Settings []string `json:"settings_changed"`
 
 	keep []*backend.Backend // per backend of the new config: the running one kept, or nil for a new one
@@ -111,6 +113,7 @@ func diff(old, cfg *config.Config, pool []*backend.Backend, overrides map[int]ov
 		{"adaptive", cfg.Adaptive != old.Adaptive},
 		{"runtime", cfg.Runtime != old.Runtime},
 		{"admin", cfg.Admin != old.Admin},
+		{"discovery", !reflect.DeepEqual(cfg.Discovery, old.Discovery)},
 	} {
 		if s.changed {
 			d.Settings = append(d.Settings, s.name)
@@ -154,8 +157,8 @@ func (d Diff) Summary() []string {
 		add("listening on %s instead of %s", d.ListenAddress.To, d.ListenAddress.From)
 	}
 	for _, name := range d.Settings {
-		if name == "admin" {
-			add("admin settings (read at start: restart to apply)")
+		if name == "admin" || name == "discovery" {
+			add("%s settings (read at start: restart to apply)", name)
 			continue
 		}
 		add("%s settings", name)

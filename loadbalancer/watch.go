@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
-	"reflect"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -23,30 +22,33 @@ const settle = 50 * time.Millisecond
 // editors and truncate-and-write both count) and by polling the content every
 // runtime.config_watch_interval_millis (mounted files, missed events). An
 // invalid file is logged, counted and otherwise ignored: the running config
-// stays. WatchFile returns when ctx ends.
+// stays. WatchFile returns when ctx ends. It is Sources.WatchFile with no
+// fleet.
 func WatchFile(ctx context.Context, b *Balancer, path string, hup <-chan os.Signal) {
+	NewSources(b, path, nil, config.Fleet{}).WatchFile(ctx, hup)
+}
+
+// WatchFile watches s's file as the function WatchFile does, rebuilding the
+// config with the fleet's part as it stands when the file changes.
+func (s *Sources) WatchFile(ctx context.Context, hup <-chan os.Signal) {
+	b, path := s.b, s.path
 	var last [32]byte // nothing read yet: the first look compares configs
 	reload := func(force bool) {
-		sum, ok := digest(path)
-		if !ok && !force {
+		data, err := os.ReadFile(path)
+		if err != nil && !force {
 			return // mid-rename, or removed: keep running, look again later
 		}
+		sum := sha256.Sum256(data)
 		if !force && sum == last {
 			return
 		}
 		last = sum
-		cfg, err := config.Load(path)
 		if err != nil {
 			b.ReloadFailed(err)
 			b.log.Error("config reload rejected; keeping the running config", "file", path, "error", err)
 			return
 		}
-		if !force && reflect.DeepEqual(cfg, b.Config()) {
-			return // only comments or layout changed
-		}
-		if err := b.Apply(cfg); err != nil {
-			b.log.Error("config reload failed; keeping the running config", "file", path, "error", err)
-		}
+		_ = s.ReloadFile(data, force) // logged and counted there
 	}
 
 	var events <-chan fsnotify.Event

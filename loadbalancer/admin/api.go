@@ -99,6 +99,9 @@ func (a api) getConfig(w http.ResponseWriter, r *http.Request) {
 	if c.Admin.Token != "" {
 		c.Admin.Token = Redacted
 	}
+	if c.Discovery.Etcd.Password != "" {
+		c.Discovery.Etcd.Password = Redacted
+	}
 	writeJSON(w, http.StatusOK, c)
 }
 
@@ -137,6 +140,9 @@ func (a api) postConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, code, "%v", err)
 		return
+	}
+	if running := a.ctl.Config().Discovery.Etcd.Password; cfg.Discovery.Etcd.Password == Redacted && running != "" {
+		cfg.Discovery.Etcd.Password = running
 	}
 	if running := a.ctl.Config().Admin.Token; cfg.Admin.Token == Redacted && running != "" {
 		cfg.Admin.Token = running

@@ -44,7 +44,7 @@ type Config struct {
 	Runtime  Runtime   `mapstructure:"runtime"`
 	Proxy    Proxy     `mapstructure:"proxy"`
 	Strategy string    `mapstructure:"strategy"` // one of strategy.Names(); default strategy.Default()
-	Backends []Backend `mapstructure:"backends"` // at least one
+	Backends []Backend `mapstructure:"backends"` // at least one, unless discovery can add them
 	Health   Health    `mapstructure:"health"`
 	Metrics  Metrics   `mapstructure:"metrics"`
 	Admin    Admin     `mapstructure:"admin"`
@@ -61,7 +61,48 @@ type Config struct {
 	// OTLPProtocols (default grpc). Both are read at start.
 	OTLPEndpoint string `mapstructure:"otlp_endpoint"`
 	OTLPProtocol string `mapstructure:"otlp_protocol"`
+
+	// Discovery is where backends beyond the file's come from, and shared
+	// settings over the file's. It is read at start: a reload that changes
+	// it is rejected.
+	Discovery Discovery `mapstructure:"discovery"`
 }
+
+// Discovery configures the fleet's sources of backends and settings.
+type Discovery struct {
+	Etcd Etcd `mapstructure:"etcd"`
+}
+
+// Etcd is the etcd fleet source (the fleet module, wired in by the CLI):
+// the balancer watches Prefix for the backends registered in its pool and
+// for the shared settings. No endpoints: off.
+type Etcd struct {
+	Endpoints []string `mapstructure:"endpoints"` // host:port of each etcd member; default none (off)
+	// Prefix is the root of the fleet's keys, "/" and a path with no
+	// trailing "/". Default DefaultEtcdPrefix.
+	Prefix      string        `mapstructure:"prefix"`
+	Username    string        `mapstructure:"username"`     // etcd authentication; with Password, or neither
+	Password    string        `mapstructure:"password"`     // never repeated in errors or the admin API
+	DialTimeout time.Duration `mapstructure:"dial_timeout"` // how long the start waits for etcd; default 5s
+	TLS         EtcdTLS       `mapstructure:"tls"`
+}
+
+// Enabled reports whether the etcd source is configured.
+func (e Etcd) Enabled() bool { return len(e.Endpoints) > 0 }
+
+// EtcdTLS makes the etcd client use TLS: CAFile alone verifies the server;
+// CertFile and KeyFile (both or neither) authenticate the balancer.
+type EtcdTLS struct {
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Enabled reports whether any TLS file is set.
+func (t EtcdTLS) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// DefaultEtcdPrefix is the root of the fleet's keys when none is given.
+const DefaultEtcdPrefix = "/lemonade"
 
 // Runtime holds process-wide timings. MetricsCap, HealthCap,
 // BackgroundTimeout and AcceptTimeout tuned channels and tasks of the Rust
@@ -194,6 +235,7 @@ func Default() *Config {
 		AccessLog:    AccessLog{Format: "text"},
 		Adaptive:     strategy.DefaultAdaptiveWeights(),
 		OTLPProtocol: OTLPGRPC,
+		Discovery:    Discovery{Etcd: Etcd{Prefix: DefaultEtcdPrefix, DialTimeout: 5 * time.Second}},
 	}
 }
 
@@ -210,6 +252,9 @@ func (c *Config) resolve() {
 		if c.Backends[i].Name == "" {
 			c.Backends[i].Name = fmt.Sprintf("backend-%d", c.Backends[i].ID)
 		}
+	}
+	if len(c.Discovery.Etcd.Endpoints) == 0 {
+		c.Discovery.Etcd.Endpoints = nil // "endpoints: []" is none, the same as no key
 	}
 	if c.Proxy.Retries == nil {
 		r := max(0, min(3, len(c.Backends)-1))

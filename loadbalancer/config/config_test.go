@@ -38,7 +38,7 @@ func seedConfig() *Config {
 
 func mustLoad(t *testing.T, path string, vars map[string]string) *Config {
 	t.Helper()
-	c, err := load(path, env(vars))
+	c, err := loadFile(path, env(vars))
 	if err != nil {
 		t.Fatalf("load %q: %v", path, err)
 	}
@@ -108,6 +108,14 @@ admin: {listen_address: "127.0.0.1:50500"}
 access_log: {path: "-", format: json}
 otlp_endpoint: "localhost:4317"
 otlp_protocol: http/protobuf
+discovery:
+  etcd:
+    endpoints: ["127.0.0.1:2379", "etcd-2.internal:2379"]
+    prefix: /fleet/eu
+    username: lb
+    password: pw
+    dial_timeout: 2500
+    tls: {ca_file: ca.pem, cert_file: lb.pem, key_file: lb-key.pem}
 `
 	got, err := Parse([]byte(doc), "yaml", "all.yaml")
 	if err != nil {
@@ -131,6 +139,9 @@ otlp_protocol: http/protobuf
 		AccessLog:    AccessLog{Path: "-", Format: "json"},
 		OTLPEndpoint: "localhost:4317",
 		OTLPProtocol: OTLPHTTPProtobuf,
+		Discovery: Discovery{Etcd: Etcd{Endpoints: []string{"127.0.0.1:2379", "etcd-2.internal:2379"}, Prefix: "/fleet/eu",
+			Username: "lb", Password: "pw", DialTimeout: 2500 * time.Millisecond,
+			TLS: EtcdTLS{CAFile: "ca.pem", CertFile: "lb.pem", KeyFile: "lb-key.pem"}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -378,7 +389,7 @@ func TestEnvironmentErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
-			_, err := load("testdata/seed.yaml", env(map[string]string{tc.name: tc.value}))
+			_, err := loadFile("testdata/seed.yaml", env(map[string]string{tc.name: tc.value}))
 			var verr *ValidationError
 			if !errors.As(err, &verr) || len(verr.Problems) != 1 {
 				t.Fatalf("want one problem, got %v", err)
@@ -400,7 +411,7 @@ func TestTokenIsNeverEchoed(t *testing.T) {
 			return err
 		},
 		"environment": func() error {
-			_, err := load("testdata/seed.yaml", env(map[string]string{"LEMONADE_LB_ADMIN_TOKEN": "s3cret with space"}))
+			_, err := loadFile("testdata/seed.yaml", env(map[string]string{"LEMONADE_LB_ADMIN_TOKEN": "s3cret with space"}))
 			return err
 		},
 	} {
@@ -415,12 +426,12 @@ func TestTokenIsNeverEchoed(t *testing.T) {
 // from the environment, and a missing backend list names no file at all
 // when there is none.
 func TestSourcesAreNamed(t *testing.T) {
-	_, err := load("", env(map[string]string{"LEMONADE_LB_STRATEGY": "random"}))
+	_, err := loadFile("", env(map[string]string{"LEMONADE_LB_STRATEGY": "random"}))
 	if err == nil || !strings.Contains(err.Error(), "\n\tbackends: at least one backend") ||
 		!strings.Contains(err.Error(), `LEMONADE_LB_STRATEGY="random": strategy:`) {
 		t.Errorf("got %v", err)
 	}
-	_, err = load("testdata/seed.yaml", env(map[string]string{"LEMONADE_LB_BACKEND_ADDRESSES": "127.0.0.1:1"}))
+	_, err = loadFile("testdata/seed.yaml", env(map[string]string{"LEMONADE_LB_BACKEND_ADDRESSES": "127.0.0.1:1"}))
 	if err != nil {
 		t.Fatal(err) // the file's retries are resolved for the environment's one backend
 	}
@@ -459,7 +470,7 @@ func TestFileErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(filepath.Base(tc.path), func(t *testing.T) {
-			_, err := load(tc.path, env(nil))
+			_, err := loadFile(tc.path, env(nil))
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.path) {
 				t.Errorf("got %v, want ErrInvalid naming %s", err, tc.path)
 			}
@@ -522,7 +533,7 @@ func TestDocsNameEveryKeyAndVariable(t *testing.T) {
 			switch ft := f.Type; {
 			case ft.Kind() == reflect.Struct:
 				walk(ft, key+".")
-			case ft.Kind() == reflect.Slice:
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 				walk(ft.Elem(), key+"[].")
 			default:
 				keys = append(keys, key)

@@ -67,7 +67,7 @@ func TestBadFiles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := load(tc.path, env(nil))
+			_, err := loadFile(tc.path, env(nil))
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("got %v, want ErrInvalid", err)
 			}
@@ -208,7 +208,7 @@ func TestThousandBackends(t *testing.T) {
 				return backendEntry(tc.format, goodBackend(i))
 			})
 			path := writeFile(t, dir, "bad."+tc.format, doc)
-			_, err := load(path, env(nil))
+			_, err := loadFile(path, env(nil))
 			if !errors.Is(err, ErrInvalid) || strings.Count(err.Error(), "backends[") != strings.Count(tc.want, "backends[") {
 				t.Fatalf("want one problem, got %v", err)
 			}
@@ -230,7 +230,7 @@ func BenchmarkLoadThousandBackends(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(doc)))
 			for b.Loop() {
-				if _, err := load(path, noEnv); err != nil {
+				if _, err := loadFile(path, noEnv); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -260,7 +260,7 @@ func TestManyProblems(t *testing.T) {
 			for i := range 1000 {
 				fmt.Fprintf(&sb, tc.entry, 1+i)
 			}
-			_, err := load(writeFile(t, dir, "many.yaml", sb.String()), env(nil))
+			_, err := loadFile(writeFile(t, dir, "many.yaml", sb.String()), env(nil))
 			var verr *ValidationError
 			if !errors.As(err, &verr) || len(verr.Problems) != tc.problems {
 				t.Fatalf("want %d problems, got %v", tc.problems, err)

@@ -75,7 +75,7 @@ func checkUnreadable(t *testing.T, path string) {
 	if os.Geteuid() == 0 {
 		t.Fatal("root reads a mode-000 file: this check means nothing as root")
 	}
-	_, err := load(path, env(nil))
+	_, err := loadFile(path, env(nil))
 	want := ErrInvalid.Error() + ": " + path + ": permission denied"
 	if !errors.Is(err, ErrInvalid) || !errors.Is(err, fs.ErrPermission) || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)
@@ -107,7 +107,7 @@ func TestNamedPipe(t *testing.T) {
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
 		t.Fatalf("mkfifo: %v", err)
 	}
-	_, err := load(path, env(nil))
+	_, err := loadFile(path, env(nil))
 	if want := ErrInvalid.Error() + ": " + path + ": is a named pipe, not a regular file"; err == nil || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)
 	}

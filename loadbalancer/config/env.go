@@ -37,13 +37,25 @@ var envVars = []envVar{
 	{"LEMONADE_LB_ADMIN_TOKEN", "admin.token", setString(func(c *Config) *string { return &c.Admin.Token })},
 	{"LEMONADE_LB_ACCESS_LOG", "access_log.path", setString(func(c *Config) *string { return &c.AccessLog.Path })},
 	{"LEMONADE_LB_ACCESS_LOG_FORMAT", "access_log.format", setString(func(c *Config) *string { return &c.AccessLog.Format })},
+	{"LEMONADE_LB_DISCOVERY_ETCD_ENDPOINTS", "discovery.etcd.endpoints", func(c *Config, value string) error {
+		c.Discovery.Etcd.Endpoints = nil
+		for _, ep := range strings.Split(value, ",") {
+			if ep = strings.TrimSpace(ep); ep != "" {
+				c.Discovery.Etcd.Endpoints = append(c.Discovery.Etcd.Endpoints, ep)
+			}
+		}
+		return nil
+	}},
+	{"LEMONADE_LB_DISCOVERY_ETCD_PREFIX", "discovery.etcd.prefix", setString(func(c *Config) *string { return &c.Discovery.Etcd.Prefix })},
+	{"LEMONADE_LB_DISCOVERY_ETCD_USERNAME", "discovery.etcd.username", setString(func(c *Config) *string { return &c.Discovery.Etcd.Username })},
+	{"LEMONADE_LB_DISCOVERY_ETCD_PASSWORD", "discovery.etcd.password", setString(func(c *Config) *string { return &c.Discovery.Etcd.Password })},
 	// Without LB_: the workers read them too.
 	{"LEMONADE_OTLP_ENDPOINT", "otlp_endpoint", setString(func(c *Config) *string { return &c.OTLPEndpoint })},
 	{"LEMONADE_OTLP_PROTOCOL", "otlp_protocol", setString(func(c *Config) *string { return &c.OTLPProtocol })},
 }
 
 // secretKeys are keys whose value is never repeated in an error message.
-var secretKeys = map[string]bool{"admin.token": true}
+var secretKeys = map[string]bool{"admin.token": true, "discovery.etcd.password": true}
 
 // applyEnv sets c's keys from the environment variables that are set and not
 // empty. It returns, for each key it set, the source to name in any later

@@ -39,10 +39,10 @@ func TestOTLPEndpointErrors(t *testing.T) {
 			return Parse([]byte("otlp_endpoint: http://c:4317/v1\n"+twoBackends), "yaml", "lb.yaml")
 		}, []string{"lb.yaml: otlp_endpoint:", "path", "grpc"}},
 		{"scheme from the environment", func() (*Config, error) {
-			return load("testdata/seed.yaml", env(map[string]string{"LEMONADE_OTLP_ENDPOINT": "udp://c:4317"}))
+			return loadFile("testdata/seed.yaml", env(map[string]string{"LEMONADE_OTLP_ENDPOINT": "udp://c:4317"}))
 		}, []string{`LEMONADE_OTLP_ENDPOINT="udp://c:4317": otlp_endpoint:`, `scheme "udp"`}},
 		{"protocol from the environment", func() (*Config, error) {
-			return load("testdata/seed.yaml", env(map[string]string{"LEMONADE_OTLP_PROTOCOL": "http"}))
+			return loadFile("testdata/seed.yaml", env(map[string]string{"LEMONADE_OTLP_PROTOCOL": "http"}))
 		}, []string{`LEMONADE_OTLP_PROTOCOL="http": otlp_protocol:`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

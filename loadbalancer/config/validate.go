@@ -131,8 +131,8 @@ func (c *Config) problems() []problem {
 
 	oneOf("strategy", c.Strategy, strategy.Names())
 
-	if len(c.Backends) == 0 {
-		add("backends", "at least one backend is required (the file's backends list or LEMONADE_LB_BACKEND_ADDRESSES)")
+	if len(c.Backends) == 0 && !c.Discovery.Etcd.Enabled() {
+		add("backends", "at least one backend is required (the file's backends list or LEMONADE_LB_BACKEND_ADDRESSES), unless discovery.etcd.endpoints is set")
 	}
 	ids, names, addrs := map[int]int{}, map[string]int{}, map[string]int{}
 	for i, b := range c.Backends {
@@ -181,6 +181,24 @@ func (c *Config) problems() []problem {
 		add("health.passive.fail_duration", "must not be negative, got %v", passive.FailDuration)
 	case passive.FailDuration == 0 && passive.MaxFails > 0:
 		add("health.passive.fail_duration", "must be positive when health.passive.max_fails is %d, got %v", passive.MaxFails, passive.FailDuration)
+	}
+
+	etcd := c.Discovery.Etcd
+	for i, ep := range etcd.Endpoints {
+		address(fmt.Sprintf("discovery.etcd.endpoints[%d]", i), ep, true)
+	}
+	if msg := checkPrefix(etcd.Prefix); msg != "" {
+		add("discovery.etcd.prefix", "%s", msg)
+	}
+	if (etcd.Username == "") != (etcd.Password == "") {
+		add("discovery.etcd.username", "set both discovery.etcd.username and discovery.etcd.password, or neither")
+	}
+	positive("discovery.etcd.dial_timeout", etcd.DialTimeout)
+	if (etcd.TLS.CertFile == "") != (etcd.TLS.KeyFile == "") {
+		add("discovery.etcd.tls.cert_file", "set both discovery.etcd.tls.cert_file and key_file, or neither")
+	}
+	if !etcd.Enabled() && (etcd.Username != "" || etcd.TLS.Enabled()) {
+		add("discovery.etcd.endpoints", "required when other discovery.etcd keys are set")
 	}
 
 	positive("metrics.interval", c.Metrics.Interval)
@@ -316,4 +334,19 @@ func isHostname(s string) bool {
 		}
 	}
 	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}
+
+// checkPrefix says what is wrong with an etcd key prefix, or "".
+func checkPrefix(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Sprintf("must start with \"/\", got %q", p)
+	case len(p) > 1 && strings.HasSuffix(p, "/"):
+		return fmt.Sprintf("must not end with \"/\", got %q", p)
+	case strings.Contains(p, "//"):
+		return fmt.Sprintf("must not hold an empty segment (\"//\"), got %q", p)
+	case p == "/":
+		return "must name a directory below \"/\", such as \"/lemonade\""
+	}
+	return ""
 }

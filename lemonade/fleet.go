@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lemonade-lb/lemonade/fleet"
+	"github.com/lemonade-lb/lemonade/loadbalancer/config"
+)
+
+// balancerFleet is a balancer's etcd source: the client, the watcher of its
+// pool, and the fleet's part of the start config.
+type balancerFleet struct {
+	cli   *clientv3.Client
+	w     *fleet.Watcher
+	start config.Fleet
+}
+
+// errNoBackends is the start's failure with no etcd and no static backend.
+var errNoBackends = errors.New("etcd cannot be reached and the config file lists no static backend: nothing to serve")
+
+// startBalancerFleet dials etcd and reads the pool once, waiting up to
+// discovery.etcd.dial_timeout. Without an answer it goes on with the file's
+// static backends (logged; the watcher keeps trying and resyncs when etcd
+// answers), or fails when there are none.
+func startBalancerFleet(log *slog.Logger, cfg *config.Config) (*balancerFleet, error) {
+	e := cfg.Discovery.Etcd
+	cli, err := fleet.Dial(e)
+	if err != nil {
+		return nil, fmt.Errorf("discovery.etcd: %w", err)
+	}
+	w, err := fleet.NewWatcher(cli, fleet.Keys{Prefix: e.Prefix}, fleet.DefaultPool, log)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.DialTimeout)
+	defer cancel()
+	start, err := w.Sync(ctx)
+	switch {
+	case err == nil:
+		log.Info("fleet read", "etcd", e.Endpoints, "prefix", e.Prefix, "backends", len(start.Backends), "shared_settings", start.Settings != nil)
+	case len(cfg.Backends) > 0:
+		log.Warn("etcd cannot be reached: starting on the config file's static backends; the fleet's join when it answers",
+			"etcd", e.Endpoints, "waited", e.DialTimeout, "static_backends", len(cfg.Backends), "error", err)
+		start = config.Fleet{Name: w.SettingsName()}
+	default:
+		cli.Close()
+		return nil, fmt.Errorf("%w (discovery.etcd.endpoints %v, waited %v: %v)", errNoBackends, e.Endpoints, e.DialTimeout, err)
+	}
+	return &balancerFleet{cli: cli, w: w, start: start}, nil
+}
+
+// startConfig is the start config with the fleet's part. Shared settings
+// that do not build are logged and left out (the start goes on with the
+// file's, as a rejected change would), so only the file's own problems
+// stop the start.
+func (f *balancerFleet) startConfig(log *slog.Logger, path string, file []byte) (*config.Config, error) {
+	cfg, dropped, err := config.LoadDataWith(path, file, f.start)
+	if err != nil && f.start.Settings != nil {
+		log.Error("the fleet's shared settings are rejected; starting on the file's", "error", err)
+		f.start.Settings = nil
+		cfg, dropped, err = config.LoadDataWith(path, file, f.start)
+	}
+	for _, d := range dropped {
+		log.Warn("discovered backend left out: a backend of the file has its id, name or address", "name", d.Name, "address", d.Address)
+	}
+	return cfg, err
+}
+
+// workerRegistration registers a worker as a backend of pool in the fleet
+// at url (etcd://HOST:PORT[,…]/PREFIX), under its service name, at address
+// (advertise, or the listener's when it names a host).
+func workerRegistration(log *slog.Logger, url, pool, name, advertise string, ln net.Listener, framework string) (*fleet.Registrar, *clientv3.Client, error) {
+	e, err := fleet.ParseURL(url)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("--register: %w", err)}
+	}
+	addr := advertise
+	if addr == "" {
+		addr = ln.Addr().String()
+		if host, _, _ := net.SplitHostPort(addr); net.ParseIP(host).IsUnspecified() {
+			return nil, nil, usageError{fmt.Errorf("--register: the worker listens on %s, every interface: give the address the balancers connect to with --advertise HOST:PORT", addr)}
+		}
+	}
+	cli, err := fleet.Dial(e)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--register: %w", err)
+	}
+	reg, err := fleet.Register(cli, fleet.Keys{Prefix: e.Prefix}, pool, name,
+		fleet.Registration{Address: addr, Framework: framework}, fleet.DefaultTTL, e.DialTimeout, log)
+	if err != nil {
+		cli.Close()
+		return nil, nil, fmt.Errorf("--register: %w", err)
+	}
+	return reg, cli, nil
+}
+
+// deregisterGrace is how long a worker goes on serving after it left the
+// pool: time for the balancers' watches to see it go and drain it, so no
+// new connection meets a closed port.
+const deregisterGrace = time.Second
