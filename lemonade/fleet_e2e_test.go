@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lemonade-lb/lemonade/fleet"
+	"github.com/lemonade-lb/lemonade/fleet/etcdtest"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
+)
+
+// fleetLB is one balancer of a fleet test.
+type fleetLB struct {
+	proc        *proc
+	addr, admin string
+}
+
+// startFleetLB starts a balancer that finds its backends in the fleet at
+// etcd under prefix, and waits until it listens.
+func startFleetLB(t *testing.T, endpoint, prefix, extra string) fleetLB {
+	t.Helper()
+	lb := fleetLB{addr: freeAddr(t), admin: freeAddr(t)}
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	body := fmt.Sprintf("proxy: {listen_address: %q}\nadmin: {listen_address: %q}\nhealth: {interval: 200ms}\nruntime: {drain_timeout_millis: 1000}\n"+
+		"discovery:\n  etcd: {endpoints: [%q], prefix: %q, dial_timeout: 3s}\n%s", lb.addr, lb.admin, endpoint, prefix, extra)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lb.proc = start(t, nil, "lb", "-c", path, "--log-level", "warn")
+	waitListening(t, lb.proc, lb.addr)
+	return lb
+}
+
+// view is what a balancer's admin API says of its config.
+func (lb fleetLB) view(t *testing.T) (strategy string, backends []string) {
+	t.Helper()
+	var c struct {
+		Strategy string `json:"strategy"`
+		Backends []struct {
+			Name string `json:"name"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal([]byte(mustGet(t, "http://"+lb.admin+"/api/v1/config")), &c); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range c.Backends {
+		backends = append(backends, b.Name)
+	}
+	slices.Sort(backends)
+	return c.Strategy, backends
+}
+
+// answering collects the services that answer /health through the
+// balancer, over n requests.
+func (lb fleetLB) answering(n int) map[string]bool {
+	seen := map[string]bool{}
+	for range n {
+		_, body, err := httpGet("http://" + lb.addr + "/health")
+		if err != nil {
+			continue
+		}
+		var h struct {
+			Service string `json:"service"`
+		}
+		if json.Unmarshal([]byte(body), &h) == nil {
+			seen[h.Service] = true
+		}
+	}
+	return seen
+}
+
+// registeredWorker starts a worker that joins the fleet at url.
+func registeredWorker(t *testing.T, fw, name, url string) (*proc, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	p := start(t, nil, "worker", "-f", fw, "-a", addr, "-n", name, "-d", "0", "--register", url, "--log-level", "warn")
+	waitListening(t, p, addr)
+	return p, addr
+}
+
+// Three balancers and four workers of different frameworks through one
+// etcd: every balancer routes to all four; a killed worker leaves every
+// balancer within its lease's TTL and a second; a new one joins within a
+// second of its registration; a change of the shared settings reaches all.
+func TestFleetOfThreeBalancersAndFourWorkers(t *testing.T) {
+	srv := etcdtest.Start(t)
+	const prefix = "/fleet"
+	url := "etcd://" + srv.Endpoint() + prefix
+	workers := map[string]*proc{}
+	for _, fw := range []string{"nethttp", "gin", "echo", "fiber"} {
+		workers["w-"+fw], _ = registeredWorker(t, fw, "w-"+fw, url)
+	}
+	var lbs []fleetLB
+	for range 3 {
+		lbs = append(lbs, startFleetLB(t, srv.Endpoint(), prefix, ""))
+	}
+	all := []string{"w-echo", "w-fiber", "w-gin", "w-nethttp"}
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d answers from all four workers", i), func() bool {
+			seen := lb.answering(8)
+			return len(seen) == 4
+		})
+		if _, backends := lb.view(t); !slices.Equal(backends, all) {
+			t.Fatalf("balancer %d has %v; want %v", i, backends, all)
+		}
+	}
+
+	// A crash: the registration stays until its lease expires.
+	killed := time.Now()
+	workers["w-gin"].signal(t, syscall.SIGKILL)
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d drops the killed worker", i), func() bool {
+			_, backends := lb.view(t)
+			return !slices.Contains(backends, "w-gin")
+		})
+	}
+	if took, bound := time.Since(killed), fleet.DefaultTTL+time.Second; took > bound {
+		t.Errorf("the balancers dropped a killed worker %v after the kill; want within the TTL and a second, %v", took, bound)
+	} else {
+		t.Logf("a killed worker left every balancer %v after the kill (TTL %v)", took.Round(time.Millisecond), fleet.DefaultTTL)
+	}
+
+	// A new worker: every balancer uses it within a second of its registration.
+	cli := srv.Client()
+	key := fleet.Keys{Prefix: prefix}.Backend(fleet.DefaultPool, "w-new")
+	registeredWorker(t, "echo", "w-new", url)
+	var registered time.Time
+	testnet.WaitFor(t, "w-new registered", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		registered = time.Now()
+		return err == nil && len(resp.Kvs) == 1
+	})
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d sends to w-new", i), func() bool {
+			return lb.answering(8)["w-new"]
+		})
+	}
+	if took := time.Since(registered); took > time.Second {
+		t.Errorf("the balancers used a new worker %v after it registered; want within a second", took)
+	}
+
+	// The shared settings: every balancer switches strategy.
+	srv.Put(prefix+"/config", "strategy: least_connections\n")
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d switches to least_connections", i), func() bool {
+			s, _ := lb.view(t)
+			return s == "least_connections"
+		})
+	}
+	// An invalid value is rejected by all, and nothing changes.
+	srv.Put(prefix+"/config", "strategy: random\n")
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d rejects strategy random", i), func() bool {
+			return strings.Contains(mustGet(t, "http://"+lb.admin+"/api/v1/status"), `etcd /fleet/config: strategy: unknown value \"random\"`)
+		})
+		if s, _ := lb.view(t); s != "least_connections" {
+			t.Errorf("balancer %d runs %s after a rejected change", i, s)
+		}
+	}
+}
+
+// etcd unreachable at the start: a balancer with static backends starts on
+// them; one without exits 1 with an error that says why.
+func TestFleetStartWithoutEtcd(t *testing.T) {
+	dead := freeAddr(t) // nothing listens there
+	backend, _ := tcpServer(t, func(c net.Conn) { c.Close() })
+	lb := startFleetLB(t, dead, "/fleet", fmt.Sprintf("backends: [{address: %q}]\n", backend))
+	if !lb.proc.running() {
+		t.Fatal("the balancer with a static backend did not start")
+	}
+	if !strings.Contains(lb.proc.stderr.String(), "etcd cannot be reached: starting on the config file's static backends") {
+		t.Errorf("no clear log of the missing etcd:\n%s", lb.proc.stderr.String())
+	}
+
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	body := fmt.Sprintf("proxy: {listen_address: %q}\ndiscovery:\n  etcd: {endpoints: [%q], dial_timeout: 500ms}\n", freeAddr(t), dead)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runLemonade(t, nil, "lb", "-c", path)
+	if code != 1 || !strings.Contains(stderr, "etcd cannot be reached and the config file lists no static backend") || !strings.Contains(stderr, dead) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and an error naming the endpoint", code, stderr)
+	}
+}
