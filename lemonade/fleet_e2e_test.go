@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
