@@ -81,11 +81,12 @@ func TestParseURL(t *testing.T) {
 
 // recorder is a Sink that keeps the latest of each change.
 type recorder struct {
-	mu       sync.Mutex
-	backends []config.Backend
-	settings []byte
-	name     string
-	calls    int
+	mu        sync.Mutex
+	backends  []config.Backend
+	settings  []byte
+	name      string
+	calls     int
+	overrides map[string]Override
 }
 
 func (r *recorder) SetFleetBackends(b []config.Backend) error {
@@ -100,6 +101,18 @@ func (r *recorder) SetFleetSettings(name string, doc []byte) error {
 	defer r.mu.Unlock()
 	r.name, r.settings, r.calls = name, doc, r.calls+1
 	return nil
+}
+
+func (r *recorder) SetFleetOverrides(o map[string]Override) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.overrides = o
+}
+
+func (r *recorder) override(name string) Override {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.overrides[name]
 }
 
 // names is the backends' names, sorted.

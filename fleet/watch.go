@@ -15,11 +15,13 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
-// Sink takes the fleet's changes: loadbalancer.Sources does, validating and
-// applying each as a file reload would.
+// Sink takes the fleet's changes: BalancerSink hands the config's parts to
+// loadbalancer.Sources, which validates and applies each as a file reload
+// would, and the overrides to the balancer.
 type Sink interface {
 	SetFleetBackends(backends []config.Backend) error
 	SetFleetSettings(name string, doc []byte) error
+	SetFleetOverrides(overrides map[string]Override) // by backend name
 }
 
 // probeEvery is how often a watcher checks that etcd still answers: a watch
@@ -35,10 +37,11 @@ type Watcher struct {
 	log  *slog.Logger
 
 	// What etcd held at rev, as last read.
-	backends map[string]config.Backend // by key
-	bad      map[string]string         // key → the value that did not parse, logged once
-	settings []byte                    // nil: no PREFIX/config
-	rev      int64
+	backends  map[string]config.Backend // by key
+	bad       map[string]string         // key → the value that did not parse, logged once
+	settings  []byte                    // nil: no PREFIX/config
+	overrides map[string]Override       // by backend name
+	rev       int64
 }
 
 // NewWatcher returns a watcher of pool under k.
@@ -47,7 +50,7 @@ func NewWatcher(cli *clientv3.Client, k Keys, pool string, log *slog.Logger) (*W
 		return nil, err
 	}
 	return &Watcher{cli: cli, keys: k, pool: pool, log: log.With("etcd_prefix", k.Prefix, "pool", pool),
-		backends: map[string]config.Backend{}, bad: map[string]string{}}, nil
+		backends: map[string]config.Backend{}, bad: map[string]string{}, overrides: map[string]Override{}}, nil
 }
 
 // SettingsName stands for the shared settings in errors.
@@ -73,7 +76,7 @@ func (w *Watcher) read(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.backends, w.settings, w.rev = map[string]config.Backend{}, nil, resp.Header.Revision
+	w.backends, w.settings, w.overrides, w.rev = map[string]config.Backend{}, nil, map[string]Override{}, resp.Header.Revision
 	for _, kv := range resp.Kvs {
 		w.put(string(kv.Key), kv.Value)
 	}
@@ -88,6 +91,19 @@ func (w *Watcher) put(key string, value []byte) {
 		if w.settings == nil {
 			w.settings = []byte{} // set but empty: the settings loader says what is wrong
 		}
+	case strings.HasPrefix(key, w.keys.Overrides(w.pool)):
+		o, err := parseOverride(key, value)
+		name := strings.TrimPrefix(key, w.keys.Overrides(w.pool))
+		if err != nil {
+			delete(w.overrides, name)
+			if w.bad[key] != string(value) {
+				w.bad[key] = string(value)
+				w.log.Warn("fleet override ignored", "error", err)
+			}
+			return
+		}
+		delete(w.bad, key)
+		w.overrides[name] = o
 	case strings.HasPrefix(key, w.keys.Pool(w.pool)):
 		b, err := ParseBackend(w.keys, w.pool, key, value)
 		if err != nil {
@@ -108,6 +124,7 @@ func (w *Watcher) remove(key string) {
 	if key == w.keys.Config() {
 		w.settings = nil
 	}
+	delete(w.overrides, strings.TrimPrefix(key, w.keys.Overrides(w.pool)))
 	delete(w.backends, key)
 	delete(w.bad, key)
 }
@@ -138,6 +155,7 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) {
 	trouble := logOnce{log: w.log}
 	synced := w.rev != 0
 	lastBackends, lastSettings := w.list(), w.settings
+	var lastOverrides map[string]Override // nil: none handed over yet
 	push := func() {
 		if list := w.list(); !slices.Equal(list, lastBackends) {
 			lastBackends = list
@@ -147,6 +165,13 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) {
 			lastSettings = w.settings
 			_ = sink.SetFleetSettings(w.SettingsName(), w.settings)
 		}
+		if lastOverrides == nil || !maps.Equal(w.overrides, lastOverrides) {
+			lastOverrides = maps.Clone(w.overrides)
+			sink.SetFleetOverrides(maps.Clone(w.overrides))
+		}
+	}
+	if synced {
+		push() // the overrides: the start's config took the rest
 	}
 	for backoff := 100 * time.Millisecond; ctx.Err() == nil; {
 		if !synced {

@@ -27,6 +27,7 @@ type CtlCmd struct {
 	Admin string `default:"http://127.0.0.1:50500" env:"LEMONADE_ADMIN_URL" help:"The balancer's admin API (admin.listen_address) as a URL; default ${default}." placeholder:"URL"`
 	Token string `env:"LEMONADE_ADMIN_TOKEN" help:"The balancer's admin.token, when it has one." placeholder:"T"`
 	JSON  bool   `name:"json" help:"Print the API's JSON answer, for scripts."`
+	Fleet bool   `help:"drain, disable, enable, weight: on every balancer of the fleet (the API's ?scope=fleet; the balancer needs discovery.etcd)."`
 
 	Status  CtlStatusCmd  `cmd:"" help:"Show the balancer and its backends."`
 	Drain   CtlDrainCmd   `cmd:"" help:"No new connections to backend ID; the open ones finish."`
@@ -149,7 +150,11 @@ func (c *CtlCmd) backend(g *Globals, method string, id int, action string, body 
 	if body != nil {
 		contentType = "application/json"
 	}
-	answer, err := c.call(method, fmt.Sprintf("api/v1/backends/%d/%s", id, action), contentType, body)
+	path := fmt.Sprintf("api/v1/backends/%d/%s", id, action)
+	if c.Fleet {
+		path += "?scope=fleet"
+	}
+	answer, err := c.call(method, path, contentType, body)
 	if err != nil || c.JSON {
 		return c.print(g, answer, err)
 	}

@@ -11,6 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lemonade-lb/lemonade/fleet"
+	"github.com/lemonade-lb/lemonade/loadbalancer"
+	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
@@ -100,6 +102,32 @@ func workerRegistration(log *slog.Logger, url, pool, name, advertise string, ln 
 		return nil, nil, fmt.Errorf("--register: %w", err)
 	}
 	return reg, cli, nil
+}
+
+// fleetBalancer is a balancer of a fleet, as the admin API sees it: its
+// overrides can be made fleet-wide (?scope=fleet).
+type fleetBalancer struct {
+	*loadbalancer.Balancer
+	cli  *clientv3.Client
+	keys fleet.Keys
+}
+
+var _ admin.FleetController = fleetBalancer{}
+
+// SetFleetOverride implements admin.FleetController.
+func (f fleetBalancer) SetFleetOverride(ctx context.Context, name, action string, weight int) error {
+	return fleet.SetOverride(ctx, f.cli, f.keys, fleet.DefaultPool, name, func(o *fleet.Override) {
+		switch action {
+		case admin.ActionDrain:
+			o.State = loadbalancer.OverrideDrain
+		case admin.ActionDisable:
+			o.State = loadbalancer.OverrideDisable
+		case admin.ActionWeight:
+			o.Weight = weight
+		case admin.ActionEnable:
+			*o = fleet.Override{}
+		}
+	})
 }
 
 // deregisterGrace is how long a worker goes on serving after it left the

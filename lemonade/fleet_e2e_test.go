@@ -59,6 +59,26 @@ func (lb fleetLB) view(t *testing.T) (strategy string, backends []string) {
 	return c.Strategy, backends
 }
 
+// override is the override a balancer's status shows on the backend name.
+func (lb fleetLB) override(t *testing.T, name string) string {
+	t.Helper()
+	var s struct {
+		Backends []struct {
+			Name     string `json:"name"`
+			Override string `json:"override"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal([]byte(mustGet(t, "http://"+lb.admin+"/api/v1/status")), &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range s.Backends {
+		if b.Name == name {
+			return b.Override
+		}
+	}
+	return "missing"
+}
+
 // answering collects the services that answer /health through the
 // balancer, over n requests.
 func (lb fleetLB) answering(n int) map[string]bool {
@@ -158,6 +178,40 @@ func TestFleetOfThreeBalancersAndFourWorkers(t *testing.T) {
 			return s == "least_connections"
 		})
 	}
+	// A fleet-wide drain, through one balancer's API (lemonade ctl --fleet),
+	// reaches all three.
+	var id int
+	var cfg struct {
+		Backends []struct {
+			ID   int    `json:"id"`
+			Name string `json:"name"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal([]byte(mustGet(t, "http://"+lbs[0].admin+"/api/v1/config")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range cfg.Backends {
+		if b.Name == "w-nethttp" {
+			id = b.ID
+		}
+	}
+	if code, out, stderr := runLemonade(t, nil, "ctl", "--admin", "http://"+lbs[0].admin, "--fleet", "drain", fmt.Sprint(id)); code != 0 {
+		t.Fatalf("ctl --fleet drain: exit %d\n%s%s", code, out, stderr)
+	}
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d drains w-nethttp", i), func() bool {
+			return lb.override(t, "w-nethttp") == "drain"
+		})
+	}
+	if code, out, stderr := runLemonade(t, nil, "ctl", "--admin", "http://"+lbs[2].admin, "--fleet", "enable", fmt.Sprint(id)); code != 0 {
+		t.Fatalf("ctl --fleet enable: exit %d\n%s%s", code, out, stderr)
+	}
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d enables w-nethttp", i), func() bool {
+			return lb.override(t, "w-nethttp") == ""
+		})
+	}
+
 	// An invalid value is rejected by all, and nothing changes.
 	srv.Put(prefix+"/config", "strategy: random\n")
 	for i, lb := range lbs {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/lemonade-lb/lemonade/fleet"
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/admin"
@@ -100,7 +101,11 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 		log.Info("exporting metrics over OTLP", "endpoint", cfg.OTLPEndpoint, "protocol", cfg.OTLPProtocol, "interval", cfg.Metrics.Interval)
 	}
 	if cfg.Admin.ListenAddress != "" {
-		srv, err := admin.Start(ctx, log, cfg.Admin.ListenAddress, b)
+		var src admin.Source = b
+		if fl != nil {
+			src = fleetBalancer{Balancer: b, cli: fl.cli, keys: fleet.Keys{Prefix: cfg.Discovery.Etcd.Prefix}}
+		}
+		srv, err := admin.Start(ctx, log, cfg.Admin.ListenAddress, src)
 		if err != nil {
 			stop()
 			<-b.Done()
@@ -118,7 +123,7 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	}
 	sources := loadbalancer.NewSources(b, c.Config, file, fleetPart)
 	if fl != nil {
-		go fl.w.Run(ctx, sources)
+		go fl.w.Run(ctx, &fleet.BalancerSink{Sources: sources, B: b, Log: log})
 	}
 	if c.Config != "" {
 		go sources.WatchFile(ctx, hup)

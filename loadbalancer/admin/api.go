@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -10,9 +11,11 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
@@ -41,6 +44,25 @@ type Controller interface {
 }
 
 var _ Controller = (*loadbalancer.Balancer)(nil)
+
+// FleetController is a Controller whose overrides can also be made
+// fleet-wide, with ?scope=fleet: recorded where every balancer of the fleet
+// applies them (the CLI's balancer with discovery.etcd; package fleet).
+type FleetController interface {
+	Controller
+	// SetFleetOverride records for the fleet the action ("drain",
+	// "disable", "enable" or "weight", with weight) on the backend named
+	// name. "enable" clears the fleet's override of it.
+	SetFleetOverride(ctx context.Context, name, action string, weight int) error
+}
+
+// Backend actions, as SetFleetOverride takes them.
+const (
+	ActionDrain   = "drain"
+	ActionDisable = "disable"
+	ActionEnable  = "enable"
+	ActionWeight  = "weight"
+)
 
 // MaxBodyBytes bounds a request body; a larger one is answered 413.
 const MaxBodyBytes = 1 << 20
@@ -80,10 +102,10 @@ func registerAPI(mux *http.ServeMux, src Source) {
 	a := api{ctl}
 	mux.HandleFunc("GET /api/v1/config", a.getConfig)
 	mux.HandleFunc("POST /api/v1/config", a.postConfig)
-	mux.HandleFunc("POST /api/v1/backends/{id}/drain", a.backend(ctl.DrainBackend))
-	mux.HandleFunc("POST /api/v1/backends/{id}/disable", a.backend(ctl.DisableBackend))
-	mux.HandleFunc("POST /api/v1/backends/{id}/enable", a.backend(ctl.EnableBackend))
-	mux.HandleFunc("DELETE /api/v1/backends/{id}/override", a.backend(ctl.EnableBackend))
+	mux.HandleFunc("POST /api/v1/backends/{id}/drain", a.backend(ActionDrain, ctl.DrainBackend))
+	mux.HandleFunc("POST /api/v1/backends/{id}/disable", a.backend(ActionDisable, ctl.DisableBackend))
+	mux.HandleFunc("POST /api/v1/backends/{id}/enable", a.backend(ActionEnable, ctl.EnableBackend))
+	mux.HandleFunc("DELETE /api/v1/backends/{id}/override", a.backend(ActionEnable, ctl.EnableBackend))
 	mux.HandleFunc("PUT /api/v1/backends/{id}/weight", a.putWeight)
 }
 
@@ -185,16 +207,53 @@ func parseConfig(contentType string, body []byte) (*config.Config, int, error) {
 }
 
 // backend serves a POST or DELETE on /api/v1/backends/{id}/…: change the
-// backend, answer its state.
-func (a api) backend(change func(id int) (backend.Snapshot, error)) http.HandlerFunc {
+// backend (on every balancer first, with ?scope=fleet), answer its state.
+func (a api) backend(action string, change func(id int) (backend.Snapshot, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, ok := backendID(w, r)
-		if !ok {
+		if !ok || !a.fleetScope(w, r, id, action, 0) {
 			return
 		}
 		s, err := change(id)
 		answer(w, s, err)
 	}
+}
+
+// fleetTimeout bounds a fleet-wide change's write to the fleet.
+const fleetTimeout = 5 * time.Second
+
+// fleetScope reads ?scope= (local, the default, or fleet) and, for fleet,
+// records the action for every balancer. It reports whether the local
+// change may go on; if not, it answered.
+func (a api) fleetScope(w http.ResponseWriter, r *http.Request, id int, action string, weight int) bool {
+	switch scope := r.URL.Query().Get("scope"); scope {
+	case "", "local":
+		return true
+	case "fleet":
+	default:
+		writeError(w, http.StatusBadRequest, "scope %q: want local (the default) or fleet", scope)
+		return false
+	}
+	fc, ok := a.ctl.(FleetController)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "scope=fleet: this balancer is in no fleet (discovery.etcd.endpoints is not set)")
+		return false
+	}
+	i := slices.IndexFunc(a.ctl.Config().Backends, func(b config.Backend) bool { return b.ID == id })
+	if i < 0 {
+		writeError(w, http.StatusNotFound, "%v: no backend has id %d", loadbalancer.ErrUnknownBackend, id)
+		return false
+	}
+	if action == ActionWeight && (weight < config.MinWeight || weight > config.MaxWeight) {
+		return true // the local change answers the bad weight
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), fleetTimeout)
+	defer cancel()
+	if err := fc.SetFleetOverride(ctx, a.ctl.Config().Backends[i].Name, action, weight); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "scope=fleet: the fleet's override was not recorded, nothing changed: %v", err)
+		return false
+	}
+	return true
 }
 
 func (a api) putWeight(w http.ResponseWriter, r *http.Request) {
@@ -210,6 +269,9 @@ func (a api) putWeight(w http.ResponseWriter, r *http.Request) {
 	weight, err := parseWeight(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if !a.fleetScope(w, r, id, ActionWeight, weight) {
 		return
 	}
 	s, err := a.ctl.SetBackendWeight(id, weight)
