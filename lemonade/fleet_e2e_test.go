@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -246,4 +248,62 @@ func TestFleetStartWithoutEtcd(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "etcd cannot be reached and the config file lists no static backend") || !strings.Contains(stderr, dead) {
 		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and an error naming the endpoint", code, stderr)
 	}
+}
+
+// etcd stopped under load: the balancer keeps serving the last known pool
+// and not one request fails; etcd back: changes flow again.
+func TestFleetSurvivesAnEtcdOutageUnderLoad(t *testing.T) {
+	srv := etcdtest.Start(t)
+	const prefix = "/fleet"
+	url := "etcd://" + srv.Endpoint() + prefix
+	registeredWorker(t, "nethttp", "w-1", url)
+	registeredWorker(t, "gin", "w-2", url)
+	lb := startFleetLB(t, srv.Endpoint(), prefix, "")
+	testnet.WaitFor(t, "the balancer answers from both workers", func() bool { return len(lb.answering(8)) == 2 })
+
+	// Load: four clients, a request each at a time, until stopped (at most a minute).
+	var ok, failed atomic.Int64
+	stopLoad := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			deadline := time.Now().Add(time.Minute)
+			for time.Now().Before(deadline) {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				if code, _, err := httpGet("http://" + lb.addr + "/health"); err != nil || code != 200 {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	defer func() {
+		select {
+		case <-stopLoad:
+		default:
+			close(stopLoad)
+		}
+		wg.Wait()
+	}()
+
+	srv.Stop()
+	testnet.WaitFor(t, "the balancer notices etcd is gone", func() bool {
+		return strings.Contains(lb.proc.stderr.String(), "serving the last known pool")
+	})
+	during := ok.Load()
+	testnet.WaitFor(t, "requests go on during the outage", func() bool { return ok.Load() > during+50 })
+	srv.Start()
+	registeredWorker(t, "echo", "w-3", url)
+	testnet.WaitFor(t, "the balancer uses a worker registered after the outage", func() bool { return lb.answering(8)["w-3"] })
+	close(stopLoad)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed through an etcd outage; want none", failed.Load(), ok.Load()+failed.Load())
+	}
+	t.Logf("%d requests through an etcd outage, none failed", ok.Load())
 }
