@@ -42,6 +42,7 @@ type Registrar struct {
 // Register registers r as the backend name of pool under k, and keeps it
 // registered until Close. It waits up to wait for the first registration;
 // if etcd does not answer by then it logs so and returns, and keeps trying.
+// A live registration of another address under the name is ErrNameTaken.
 func Register(cli *clientv3.Client, k Keys, pool, name string, r Registration, ttl, wait time.Duration, log *slog.Logger) (*Registrar, error) {
 	if err := CheckName("pool", pool); err != nil {
 		return nil, err
@@ -49,7 +50,31 @@ func Register(cli *clientv3.Client, k Keys, pool, name string, r Registration, t
 	if err := CheckName("backend", name); err != nil {
 		return nil, err
 	}
-	value, err := json.Marshal(r)
+	return registerKey(cli, k.Backend(pool, name), r, ttl, wait, log)
+}
+
+// Balancer is the value of a balancer's key, PREFIX/balancers/ID: where an
+// operator's tools (lemonade ctl fleet) find its admin API.
+type Balancer struct {
+	Listen string `json:"listen"`          // proxy.listen_address
+	Admin  string `json:"admin,omitempty"` // admin.listen_address as a URL; "" when off
+}
+
+// Balancers is the prefix of every balancer's key, ending in "/".
+func (k Keys) Balancers() string { return k.Prefix + "/balancers/" }
+
+// RegisterBalancer registers the balancer id (its listen address and host,
+// say) as Register does a backend, so that the fleet's tools list it.
+func RegisterBalancer(cli *clientv3.Client, k Keys, id string, b Balancer, ttl, wait time.Duration, log *slog.Logger) (*Registrar, error) {
+	if err := CheckName("balancer", id); err != nil {
+		return nil, err
+	}
+	return registerKey(cli, k.Balancers()+id, b, ttl, wait, log)
+}
+
+// registerKey keeps key set to value (JSON) under a lease of ttl.
+func registerKey(cli *clientv3.Client, key string, v any, ttl, wait time.Duration, log *slog.Logger) (*Registrar, error) {
+	value, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +83,7 @@ func Register(cli *clientv3.Client, k Keys, pool, name string, r Registration, t
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Registrar{
-		cli: cli, key: k.Backend(pool, name), value: string(value), ttl: ttl, log: log.With("key", k.Backend(pool, name)),
+		cli: cli, key: key, value: string(value), ttl: ttl, log: log.With("key", key),
 		cancel: cancel, done: make(chan struct{}), registered: make(chan struct{}), taken: make(chan error, 1),
 	}
 	go g.run(ctx)
@@ -69,7 +94,7 @@ func Register(cli *clientv3.Client, k Keys, pool, name string, r Registration, t
 		<-g.done
 		return nil, err
 	case <-time.After(wait):
-		g.log.Warn("etcd did not answer: serving unregistered for now, registering as soon as it does", "waited", wait)
+		g.log.Warn("etcd did not answer: going on unregistered for now, registering as soon as it does", "waited", wait)
 	}
 	return g, nil
 }
@@ -139,7 +164,7 @@ func (g *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 			if kvs := inner.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 				held = string(kvs[0].Value)
 			}
-			err = fmt.Errorf("%w: %s holds %s; give each worker its own name", ErrNameTaken, g.key, held)
+			err = fmt.Errorf("%w: %s holds %s; give each its own name", ErrNameTaken, g.key, held)
 		}
 	}
 	if err != nil {

@@ -35,6 +35,7 @@ type CtlCmd struct {
 	Disable CtlDisableCmd `cmd:"" help:"No new connections to backend ID, and its open ones are closed after runtime.drain_timeout_millis."`
 	Weight  CtlWeightCmd  `cmd:"" help:"Set backend ID's weight to N (1..255) until enable."`
 	Apply   CtlApplyCmd   `cmd:"" help:"Replace the running config with FILE (.yaml, .yml, .json, .toml), all or nothing; with --dry-run, only show what would change."`
+	Pools   CtlFleetCmd   `cmd:"" name:"fleet" help:"Show the fleet as etcd holds it (pools, backends, shared settings, overrides) and each registered balancer's view of it."`
 }
 
 // CtlStatusCmd is ctl status.

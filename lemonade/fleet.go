@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -57,6 +58,17 @@ func startBalancerFleet(log *slog.Logger, cfg *config.Config) (*balancerFleet, e
 		return nil, fmt.Errorf("%w (discovery.etcd.endpoints %v, waited %v: %v)", errNoBackends, e.Endpoints, e.DialTimeout, err)
 	}
 	return &balancerFleet{cli: cli, w: w, start: start}, nil
+}
+
+// registerBalancer lists the balancer listening on listen in the fleet,
+// with its admin API's URL ("" for none), under listen@host.
+func (f *balancerFleet) registerBalancer(log *slog.Logger, e config.Etcd, listen, adminURL string) (*fleet.Registrar, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	return fleet.RegisterBalancer(f.cli, fleet.Keys{Prefix: e.Prefix}, listen+"@"+host,
+		fleet.Balancer{Listen: listen, Admin: adminURL}, fleet.DefaultTTL, time.Second, log)
 }
 
 // startConfig is the start config with the fleet's part. Shared settings

@@ -205,6 +205,34 @@ func TestFleetOfThreeBalancersAndFourWorkers(t *testing.T) {
 			return lb.override(t, "w-nethttp") == "drain"
 		})
 	}
+	// ctl fleet: etcd's view and each balancer's, side by side.
+	code, out, stderr := runLemonade(t, nil, "ctl", "fleet", "--etcd", url)
+	if code != 0 {
+		t.Fatalf("ctl fleet: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "w-nethttp ") && strings.Count(line, "drain") != 4 {
+			t.Errorf("ctl fleet shows w-nethttp as %q; want the fleet's drain and each balancer's", line)
+		}
+	}
+	if !strings.Contains(out, "pool default: 4 backends") || !strings.Contains(out, "LB3") || !strings.Contains(out, "strategy: least_connections") {
+		t.Errorf("ctl fleet:\n%s", out)
+	}
+	code, out, stderr = runLemonade(t, nil, "ctl", "--json", "fleet", "--etcd", url)
+	var doc struct {
+		Balancers map[string]struct {
+			Status *struct{ Strategy string } `json:"status"`
+		} `json:"balancers"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || len(doc.Balancers) != 3 {
+		t.Fatalf("ctl --json fleet: exit %d, %v, %d balancers\n%s%s", code, err, len(doc.Balancers), out, stderr)
+	}
+	for id, b := range doc.Balancers {
+		if b.Status == nil || b.Status.Strategy != "least_connections" {
+			t.Errorf("ctl --json fleet: balancer %s: %+v", id, b.Status)
+		}
+	}
+
 	if code, out, stderr := runLemonade(t, nil, "ctl", "--admin", "http://"+lbs[2].admin, "--fleet", "enable", fmt.Sprint(id)); code != 0 {
 		t.Fatalf("ctl --fleet enable: exit %d\n%s%s", code, out, stderr)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/lemonade-lb/lemonade/fleet"
 	"github.com/lemonade-lb/lemonade/loadbalancer"
@@ -100,6 +101,7 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 		}
 		log.Info("exporting metrics over OTLP", "endpoint", cfg.OTLPEndpoint, "protocol", cfg.OTLPProtocol, "interval", cfg.Metrics.Interval)
 	}
+	adminURL := ""
 	if cfg.Admin.ListenAddress != "" {
 		var src admin.Source = b
 		if fl != nil {
@@ -112,6 +114,21 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 			return err
 		}
 		defer srv.Wait()
+		adminURL = "http://" + srv.Addr().String()
+	}
+	if fl != nil {
+		// Listed for lemonade ctl fleet while it runs.
+		reg, err := fl.registerBalancer(log, cfg.Discovery.Etcd, b.Addr().String(), adminURL)
+		if err != nil {
+			stop()
+			<-b.Done()
+			return err
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = reg.Close(ctx) // else its lease expires
+		}()
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
