@@ -218,9 +218,14 @@ func (b *Balancer) run(ctx context.Context, r *running) {
 	}
 }
 
-// serve accepts on ln until the returned stop is called or ctx ends.
-func (b *Balancer) serve(ctx context.Context, ln *net.TCPListener, serving *sync.WaitGroup) (stop func()) {
+// serve accepts on ln, bound for p, until the returned stop is called or
+// ctx ends; with p.ReusePort it offers ln meanwhile to the next balancer on
+// the address (handoff_unix.go).
+func (b *Balancer) serve(ctx context.Context, ln *net.TCPListener, serving *sync.WaitGroup, p config.Proxy) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
+	if p.ReusePort {
+		b.offerListener(lctx, ln, handoffPath(p.ListenAddress))
+	}
 	serving.Go(func() {
 		if err := b.srv.Serve(lctx, ln); err != nil {
 			b.log.Error("cannot serve the listener", "address", ln.Addr().String(), "error", err)
@@ -276,7 +281,7 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 	}
 	var newLn *net.TCPListener
 	if cfg.Proxy.ListenAddress != old.Proxy.ListenAddress {
-		ln, err := proxy.Listen(cfg.Proxy.ListenAddress)
+		ln, err := b.listen(cfg.Proxy)
 		if err != nil {
 			accessOut.Close()
 			if starting {
@@ -333,7 +338,7 @@ func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config,
 
 	if newLn != nil {
 		r.stopListener()
-		r.stopListener = b.serve(ctx, newLn, &r.serving)
+		r.stopListener = b.serve(ctx, newLn, &r.serving, cfg.Proxy)
 		b.mu.Lock()
 		b.addr = newLn.Addr()
 		b.mu.Unlock()

@@ -142,6 +142,11 @@ type Proxy struct {
 	// EventLoops is how many event loops (threads) move the bytes on Linux;
 	// 0 picks one per two CPUs. Read at start.
 	EventLoops int `mapstructure:"event_loops"`
+	// ReusePort lets a second balancer listen on the same address, for an
+	// upgrade with no refused connection: it shares the listening socket of
+	// the balancer already there (handed over a Unix socket), or binds its
+	// own with SO_REUSEPORT. Used when the listener is bound. Default false.
+	ReusePort bool `mapstructure:"reuse_port"`
 }
 
 // Backend is one upstream server. ID is the identity across reloads.

@@ -115,6 +115,9 @@ func (c *Config) problems() []problem {
 	positive("runtime.config_watch_interval_millis", c.Runtime.ConfigWatchInterval)
 
 	address("proxy.listen_address", c.Proxy.ListenAddress, false)
+	if _, port, err := net.SplitHostPort(c.Proxy.ListenAddress); err == nil && port == "0" && c.Proxy.ReusePort {
+		add("proxy.reuse_port", "needs a fixed port in proxy.listen_address, not 0: a second balancer must find the same address")
+	}
 	if c.Proxy.MaxConnections < 0 {
 		add("proxy.max_connections", "must not be negative (0 means unlimited), got %d", c.Proxy.MaxConnections)
 	}

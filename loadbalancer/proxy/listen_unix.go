@@ -2,7 +2,15 @@
 
 package proxy
 
-import "syscall"
+import (
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// soReusePort is SO_REUSEPORT, which the syscall package lacks on Linux.
+const soReusePort = unix.SO_REUSEPORT
 
 // listenerOptions sets, before listen(2), what every accepted socket
 // inherits: no Nagle delay, urgent data inline, so that a byte sent with
@@ -25,4 +33,16 @@ func setListenerOptions(fd int) error {
 		return err
 	}
 	return listenerKeepAlive(fd)
+}
+
+// reusePortOptions is listenerOptions and SO_REUSEPORT.
+func reusePortOptions(network, address string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soReusePort, 1) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("SO_REUSEPORT: %w", err)
+	}
+	return listenerOptions(network, address, c)
 }

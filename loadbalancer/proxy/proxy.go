@@ -22,6 +22,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
@@ -226,7 +227,18 @@ const backlogGrace = 50 * time.Millisecond
 // keep-alive probes on accepted connections (as HAProxy and nginx by
 // default; it saves syscalls per connection).
 func Listen(address string) (*net.TCPListener, error) {
-	lc := net.ListenConfig{KeepAlive: -1, Control: listenerOptions}
+	return listen(address, listenerOptions)
+}
+
+// ListenReusePort is Listen with SO_REUSEPORT: another listener of the same
+// user may bind the same address beside it, and the kernel spreads new
+// connections over the two.
+func ListenReusePort(address string) (*net.TCPListener, error) {
+	return listen(address, reusePortOptions)
+}
+
+func listen(address string, control func(network, address string, c syscall.RawConn) error) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, Control: control}
 	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", address)
 	if err != nil {

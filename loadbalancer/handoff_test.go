@@ -1,0 +1,154 @@
+//go:build unix
+
+package loadbalancer
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lemonade-lb/lemonade/loadbalancer/proxy"
+)
+
+// lockedBuffer is a log destination tests read while the balancer writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// An upgrade on one address: the second balancer shares the first's
+// listening socket, and the first's shutdown under load fails no request.
+func TestReusePortUpgradeLosesNothing(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := testConfig(t, "round_robin", a, b)
+	cfg.Proxy.ListenAddress = freePort(t)
+	cfg.Proxy.ReusePort = true
+	cfg.Runtime.DrainTimeout = 5 * time.Second
+
+	ctxOld, stopOld := context.WithCancel(context.Background())
+	old, err := Start(ctxOld, quiet, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stopOld(); <-old.Done() }()
+
+	// Load: clients one request at a time, each on a new connection, until stopped.
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			deadline := time.Now().Add(time.Minute)
+			for time.Now().Before(deadline) {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := get(cfg.Proxy.ListenAddress, ""); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	waitFor(t, "load through the first balancer", func() bool { return ok.Load() > 50 })
+
+	var logs lockedBuffer
+	ctxNew, stopNew := context.WithCancel(context.Background())
+	next, err := Start(ctxNew, slog.New(slog.NewTextHandler(&logs, nil)), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stopNew(); <-next.Done() }()
+	if !strings.Contains(logs.String(), "sharing the listening socket") {
+		t.Fatalf("the second balancer did not share the first's socket:\n%s", logs.String())
+	}
+	before := next.Snapshot().Proxy.Accepted
+	waitFor(t, "both balancers accept", func() bool { return next.Snapshot().Proxy.Accepted > before+20 })
+
+	stopOld()
+	<-old.Done()
+	after := ok.Load()
+	waitFor(t, "load through the second balancer alone", func() bool { return ok.Load() > after+200 })
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+ok.Load(), firstErr.Load())
+	}
+	t.Logf("%d requests across the upgrade, none failed", ok.Load())
+}
+
+// With no balancer on the address, reuse_port binds with SO_REUSEPORT (a
+// plain second bind then succeeds too), and a stale offer path is ignored.
+func TestReusePortWithoutASibling(t *testing.T) {
+	a := newBackend(t, "a")
+	cfg := testConfig(t, "round_robin", a)
+	cfg.Proxy.ListenAddress = freePort(t)
+	cfg.Proxy.ReusePort = true
+	path := handoffPath(cfg.Proxy.ListenAddress)
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close() // the path stays, nobody behind it
+	t.Cleanup(func() { os.Remove(path) })
+
+	lb := startBalancer(t, cfg)
+	if _, err := get(lb.Addr().String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	beside, err := proxy.ListenReusePort(cfg.Proxy.ListenAddress)
+	if err != nil {
+		t.Fatalf("SO_REUSEPORT: a second listener on %s: %v", cfg.Proxy.ListenAddress, err)
+	}
+	beside.Close()
+	if _, err := proxy.Listen(cfg.Proxy.ListenAddress); err == nil {
+		t.Error("a listener without SO_REUSEPORT bound the same address")
+	}
+	// The running balancer took the path over for the next one.
+	if st, err := os.Lstat(path); err != nil || st.Mode()&os.ModeSocket == 0 {
+		t.Errorf("no offer at %s: %v", path, err)
+	}
+}
+
+func TestSameAddress(t *testing.T) {
+	for _, c := range []struct {
+		got, want string
+		same      bool
+	}{
+		{"127.0.0.1:80", "127.0.0.1:80", true},
+		{"[::]:80", ":80", true},
+		{"127.0.0.1:80", "localhost:80", true},
+		{"127.0.0.1:80", "127.0.0.2:80", false},
+		{"127.0.0.1:80", "127.0.0.1:81", false},
+		{"127.0.0.1:80", "nonsense", false},
+	} {
+		if got := sameAddress(c.got, c.want); got != c.same {
+			t.Errorf("sameAddress(%s, %s) = %v", c.got, c.want, got)
+		}
+	}
+}
