@@ -31,7 +31,7 @@ func TestParseBackend(t *testing.T) {
 	if err != nil || b.Name != "gin-1" || b.Address != "127.0.0.1:50510" || b.Weight != 1 || b.ID != BackendID(key) || b.ID < backendIDBase {
 		t.Fatalf("ParseBackend = %+v, %v", b, err)
 	}
-	if BackendID(key) != BackendID(key) || BackendID(key) == BackendID(k.Backend("default", "gin-2")) {
+	if BackendID(key) != BackendID(k.Backend("default", "gin-1")) || BackendID(key) == BackendID(k.Backend("default", "gin-2")) {
 		t.Error("ids are not stable per key, or not distinct")
 	}
 	for value, want := range map[string]string{
