@@ -51,12 +51,16 @@ func TestReadmeUsageMatchesTheCLI(t *testing.T) {
 		t.Fatal("no usage block in README.md")
 	}
 	flag := regexp.MustCompile(`--[a-z-]+`)
+	subcommand := regexp.MustCompile(`^[a-z]+$`)
 	for _, line := range strings.Split(strings.TrimSpace(usage), "\n") {
 		fields := strings.Fields(line)
-		cmd := strings.Split(fields[1], "|")[0]
-		code, out, _ := runLemonade(t, nil, cmd, "--help")
+		cmd := []string{strings.Split(fields[1], "|")[0]}
+		if len(fields) > 2 && subcommand.MatchString(fields[2]) {
+			cmd = append(cmd, fields[2]) // "lemonade ctl fleet --etcd …"
+		}
+		code, out, _ := runLemonade(t, nil, append(cmd, "--help")...)
 		if code != 0 {
-			t.Errorf("lemonade %s --help: exit %d", cmd, code)
+			t.Errorf("lemonade %s --help: exit %d", strings.Join(cmd, " "), code)
 			continue
 		}
 		for _, f := range flag.FindAllString(line, -1) {
