@@ -224,7 +224,11 @@ func (b *Balancer) run(ctx context.Context, r *running) {
 func (b *Balancer) serve(ctx context.Context, ln *net.TCPListener, serving *sync.WaitGroup, p config.Proxy) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
 	if p.ReusePort {
-		b.offerListener(lctx, ln, handoffPath(p.ListenAddress))
+		if dir, err := handoffDir(); err != nil {
+			b.log.Warn("cannot offer the listening socket to the next balancer: an upgrade may reset queued connections", "error", err)
+		} else {
+			b.offerListener(lctx, ln, dir, p.ListenAddress)
+		}
 	}
 	serving.Go(func() {
 		if err := b.srv.Serve(lctx, ln); err != nil {

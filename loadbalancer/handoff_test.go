@@ -5,12 +5,16 @@ package loadbalancer
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,14 +112,19 @@ func TestReusePortWithoutASibling(t *testing.T) {
 	cfg := testConfig(t, "round_robin", a)
 	cfg.Proxy.ListenAddress = freePort(t)
 	cfg.Proxy.ReusePort = true
-	path := handoffPath(cfg.Proxy.ListenAddress)
-	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	dir, err := handoffDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pattern := handoffPattern(dir, cfg.Proxy.ListenAddress)
+	stalePath := strings.Replace(pattern, "*", "999999999", 1)
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: stalePath, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close() // the path stays, nobody behind it
-	t.Cleanup(func() { os.Remove(path) })
+	t.Cleanup(func() { os.Remove(stalePath) })
 
 	lb := startBalancer(t, cfg)
 	if _, err := get(lb.Addr().String(), ""); err != nil {
@@ -129,10 +138,87 @@ func TestReusePortWithoutASibling(t *testing.T) {
 	if _, err := proxy.Listen(cfg.Proxy.ListenAddress); err == nil {
 		t.Error("a listener without SO_REUSEPORT bound the same address")
 	}
-	// The running balancer took the path over for the next one.
-	if st, err := os.Lstat(path); err != nil || st.Mode()&os.ModeSocket == 0 {
-		t.Errorf("no offer at %s: %v", path, err)
+	// The stale offer is gone, and the running balancer offers its socket.
+	if _, err := os.Lstat(stalePath); err == nil {
+		t.Errorf("the stale offer %s is still there", stalePath)
 	}
+	own, _ := filepath.Glob(strings.Replace(pattern, "*", fmt.Sprintf("%d-*", os.Getpid()), 1))
+	if len(own) != 1 {
+		t.Errorf("offers of this process for the address: %v; want one", own)
+	}
+}
+
+// A handed-over descriptor must be a listening stream socket on the
+// address asked for.
+func TestReceiveListenerChecksWhatItGets(t *testing.T) {
+	dir := t.TempDir()
+	offer := func(name string, fd int) string {
+		path := filepath.Join(dir, name)
+		ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ul.Close() })
+		go func() {
+			c, err := ul.AcceptUnix()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_ = sendListener(c, fd)
+		}()
+		return path
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	connFd, err := dupListenerLike(conn.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(connFd)
+	lnFd, err := dupListener(ln.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(lnFd)
+
+	if _, err := receiveFrom(offer("conn.sock", connFd), ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "not a listening socket") {
+		t.Errorf("a connected socket: %v", err)
+	}
+	if _, err := receiveFrom(offer("other.sock", lnFd), "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "not on 127.0.0.1:1") {
+		t.Errorf("a listener on another address: %v", err)
+	}
+	got, err := receiveFrom(offer("good.sock", lnFd), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Close()
+	if _, err := receiveFrom(filepath.Join(dir, "nobody.sock"), ln.Addr().String()); !errors.Is(err, errNoSibling) {
+		t.Errorf("no offer: %v", err)
+	}
+}
+
+// dupListenerLike duplicates a connection's descriptor, as dupListener does
+// a listener's.
+func dupListenerLike(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = syscall.Dup(int(s)) }); err != nil {
+		return -1, err
+	}
+	return fd, derr
 }
 
 func TestSameAddress(t *testing.T) {

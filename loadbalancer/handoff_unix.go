@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,30 +33,69 @@ import (
 // handoffTimeout bounds one handoff, on either side.
 const handoffTimeout = 2 * time.Second
 
+// offers numbers this process's offers, for paths of their own.
+var offers atomic.Int64
+
 // errNoSibling is receiveListener's answer when no balancer offers a socket.
 var errNoSibling = errors.New("no balancer offers a listening socket there")
 
-// handoffPath is the Unix socket where the balancer listening on address
-// offers its listening socket: in the temporary directory, named after the
-// address.
-func handoffPath(address string) string {
-	name := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_").Replace(address)
-	return filepath.Join(os.TempDir(), "lemonade-listener-"+name+".sock")
+// handoffDir is the private directory (this user's, mode 0700) where
+// balancers offer their listening sockets: $XDG_RUNTIME_DIR/lemonade, or
+// lemonade-UID in the temporary directory.
+func handoffDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("lemonade-%d", os.Getuid()))
+	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
+		dir = filepath.Join(rt, "lemonade")
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return "", err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !st.IsDir() || !ok || int(sys.Uid) != os.Getuid() || st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is not a directory of this user's alone (mode 0700): not offering or taking listening sockets there", dir)
+	}
+	return dir, nil
 }
 
-// receiveListener takes the listening socket for address from the balancer
-// that offers it at path. It returns errNoSibling when none does.
-func receiveListener(path, address string) (*net.TCPListener, error) {
-	st, err := os.Lstat(path)
-	if err != nil {
-		return nil, errNoSibling
+// handoffPattern is the name of every offer for address in dir: one per
+// balancer process, so that a balancer that comes and goes never removes
+// another's.
+func handoffPattern(dir, address string) string {
+	name := strings.NewReplacer(":", "_", "[", "", "]", "", "/", "_", "*", "_", "?", "_").Replace(address)
+	return filepath.Join(dir, "listener-"+name+".*.sock")
+}
+
+// receiveListener takes the listening socket for address from a balancer
+// that offers it in dir. It returns errNoSibling when none does.
+func receiveListener(dir, address string) (*net.TCPListener, error) {
+	offers, _ := filepath.Glob(handoffPattern(dir, address))
+	var errs []error
+	for _, path := range offers {
+		ln, err := receiveFrom(path, address)
+		if err == nil {
+			return ln, nil
+		}
+		if errors.Is(err, errNoSibling) {
+			os.Remove(path) // its balancer is gone without cleaning up
+			continue
+		}
+		errs = append(errs, err)
 	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != os.Getuid() || st.Mode()&os.ModeSocket == 0 {
-		return nil, fmt.Errorf("%s is not a socket of this user: not asking it for a listener", path)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
+	return nil, errNoSibling
+}
+
+// receiveFrom takes the listening socket for address offered at path.
+func receiveFrom(path, address string) (*net.TCPListener, error) {
 	c, err := net.DialTimeout("unix", path, handoffTimeout)
 	if err != nil {
-		return nil, errNoSibling // a stale path: its balancer is gone
+		return nil, errNoSibling
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
@@ -78,6 +118,9 @@ func receiveListener(path, address string) (*net.TCPListener, error) {
 	}
 	f := os.NewFile(uintptr(fds[0]), "listener")
 	defer f.Close() // FileListener keeps a copy
+	if err := checkListening(fds[0]); err != nil {
+		return nil, fmt.Errorf("handoff from %s: %w", path, err)
+	}
 	ln, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("handoff from %s: %w", path, err)
@@ -88,6 +131,17 @@ func receiveListener(path, address string) (*net.TCPListener, error) {
 		return nil, fmt.Errorf("handoff from %s: got a listener on %s, not on %s", path, ln.Addr(), address)
 	}
 	return tl, nil
+}
+
+// checkListening says what is wrong with fd as a listening stream socket.
+func checkListening(fd int) error {
+	if typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); err != nil || typ != syscall.SOCK_STREAM {
+		return fmt.Errorf("the descriptor is not a stream socket (%v)", err)
+	}
+	if on, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err != nil || on != 1 {
+		return fmt.Errorf("the descriptor is not a listening socket (%v)", err)
+	}
+	return nil
 }
 
 // sameAddress reports whether the bound address got is the configured want
@@ -105,59 +159,52 @@ func sameAddress(got, want string) bool {
 	return gi != nil && wi != nil && gi.Equal(wi)
 }
 
-// offerListener offers ln's socket at path, to the next balancer on the
-// same address, until ctx ends. It keeps a descriptor of its own (the
-// engine takes ln's). Whoever asks gets a descriptor of the socket: only
-// this user can (the socket file is 0600).
-func (b *Balancer) offerListener(ctx context.Context, ln *net.TCPListener, path string) {
+// offerListener offers ln's socket in dir, to the next balancer on the
+// same address, until ctx ends, at a path of this process's own. It keeps a
+// descriptor of its own (the engine takes ln's). Only this user can ask:
+// the directory is 0700.
+func (b *Balancer) offerListener(ctx context.Context, ln *net.TCPListener, dir, address string) {
+	warn := func(err error) {
+		b.log.Warn("cannot offer the listening socket to the next balancer: an upgrade may reset queued connections", "error", err)
+	}
 	fd, err := dupListener(ln)
 	if err != nil {
-		b.log.Warn("cannot offer the listening socket to the next balancer: an upgrade may reset queued connections", "error", err)
+		warn(err)
 		return
 	}
-	offering := false
-	defer func() {
-		if !offering {
-			syscall.Close(fd)
-		}
-	}()
-	// Take the path over from a balancer that offered before: a newcomer
-	// must reach the one that stays.
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		b.log.Warn("cannot offer the listening socket to the next balancer: an upgrade may reset queued connections", "path", path, "error", err)
-		return
-	}
-	old := syscall.Umask(0o077)
+	path := strings.Replace(handoffPattern(dir, address), "*", fmt.Sprintf("%d-%d", os.Getpid(), offers.Add(1)), 1)
 	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
 	if err != nil {
-		b.log.Warn("cannot offer the listening socket to the next balancer: an upgrade may reset queued connections", "path", path, "error", err)
+		syscall.Close(fd)
+		warn(err)
 		return
 	}
-	ul.SetUnlinkOnClose(false) // removed below, only while it is still ours
-	mine, _ := os.Lstat(path)
-	offering = true
 	served := make(chan struct{})
 	go func() {
 		<-ctx.Done()
-		ul.Close()
+		ul.Close() // removes path
 		<-served
 		syscall.Close(fd)
-		if now, err := os.Lstat(path); err == nil && mine != nil && os.SameFile(now, mine) {
-			os.Remove(path)
-		}
 	}()
 	go func() {
 		defer close(served)
 		for {
 			c, err := ul.AcceptUnix()
-			if err != nil {
-				return // closed
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil { // out of descriptors, say: the next one may find some
+				b.log.Warn("offering the listening socket: accept failed", "error", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
 			}
 			if err := sendListener(c, fd); err != nil {
 				b.log.Warn("handing the listening socket to the next balancer failed", "error", err)
 			} else {
-				b.log.Info("listening socket handed to the next balancer on this address", "address", ln.Addr().String())
+				b.log.Info("listening socket handed to the next balancer on this address", "address", address)
 			}
 			c.Close()
 		}
@@ -200,14 +247,18 @@ func (b *Balancer) listen(p config.Proxy) (*net.TCPListener, error) {
 	if !p.ReusePort {
 		return proxy.Listen(p.ListenAddress)
 	}
-	path := handoffPath(p.ListenAddress)
-	ln, err := receiveListener(path, p.ListenAddress)
+	dir, err := handoffDir()
 	if err == nil {
-		b.log.Info("sharing the listening socket of the balancer already on this address", "address", p.ListenAddress, "from", path)
-		return ln, nil
+		var ln *net.TCPListener
+		if ln, err = receiveListener(dir, p.ListenAddress); err == nil {
+			b.log.Info("sharing the listening socket of the balancer already on this address", "address", p.ListenAddress)
+			return ln, nil
+		}
 	}
-	if !errors.Is(err, errNoSibling) {
-		b.log.Warn("no listening socket from the balancer on this address; binding a new one", "address", p.ListenAddress, "error", err)
+	if errors.Is(err, errNoSibling) {
+		b.log.Info("no balancer on this address offers its listening socket: binding one with SO_REUSEPORT", "address", p.ListenAddress)
+	} else {
+		b.log.Warn("no listening socket from the balancer on this address; binding one with SO_REUSEPORT", "address", p.ListenAddress, "error", err)
 	}
 	return proxy.ListenReusePort(p.ListenAddress)
 }

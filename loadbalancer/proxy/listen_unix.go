@@ -5,12 +5,7 @@ package proxy
 import (
 	"fmt"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
-
-// soReusePort is SO_REUSEPORT, which the syscall package lacks on Linux.
-const soReusePort = unix.SO_REUSEPORT
 
 // listenerOptions sets, before listen(2), what every accepted socket
 // inherits: no Nagle delay, urgent data inline, so that a byte sent with
