@@ -262,9 +262,9 @@ func (b *Balancer) shutdown() {
 // everything: that is the start.
 func (b *Balancer) apply(ctx context.Context, source string, cfg *config.Config, r *running) (Diff, error) {
 	old := b.Config()
-	// Every valid config has a backend: only the empty one Start begins
-	// with has none, and applying over it is not a reload.
-	starting := len(old.Backends) == 0
+	// Every valid config has a listen address: only the empty one Start
+	// begins with has none, and applying over it is not a reload.
+	starting := old.Proxy.ListenAddress == ""
 	// config.Load checked the strategy name, but a hand-built config may name
 	// none: find out before anything changes (a strategy for no backend
 	// costs nothing).

@@ -104,3 +104,46 @@ func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
 		t.Fatalf("backends %s, strategy %s; want the file's a c, the fleet's b, the fleet's strategy", names(), lb.Config().Strategy)
 	}
 }
+
+// A part rejected only in combination with another's comes in once the
+// other changes: each source's latest part is kept, not only the last good.
+func TestSourcesRetryARejectedPartWhenAnotherChanges(t *testing.T) {
+	a := newBackend(t, "a")
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	writeConfig(t, path, "round_robin", a)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.LoadDataWith(path, data, config.Fleet{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := startBalancer(t, cfg)
+	applied := 0
+	src := NewSources(lb, path, data, config.Fleet{})
+	src.AfterApply = func() { applied++ }
+	if err := src.SetFleetSettings("etcd /t/config", []byte("health: {passive: {max_fails: 3}}\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The file: another strategy, and no passive window, which the fleet's
+	// max_fails forbids.
+	edited := strings.Replace(string(data), "strategy: round_robin", "strategy: least_connections\nhealth:\n  passive: {fail_duration: 0}", 1)
+	edited = strings.Replace(edited, "health:\n  interval: 50ms\n", "", 1)
+	if err := src.ReloadFile([]byte(edited), false); err == nil {
+		t.Fatalf("the file was applied with the fleet's max_fails and no fail_duration:\n%s", edited)
+	}
+	if lb.Config().Strategy != "round_robin" {
+		t.Fatalf("strategy %s after a rejected file", lb.Config().Strategy)
+	}
+	// The fleet drops max_fails: the file's edit comes in with it.
+	if err := src.SetFleetSettings("etcd /t/config", []byte("health: {passive: {max_fails: 0}}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if lb.Config().Strategy != "least_connections" {
+		t.Fatalf("strategy %s; want the file's edit, rejected before, applied now", lb.Config().Strategy)
+	}
+	if applied != 2 {
+		t.Errorf("AfterApply ran %d times; want after each of the two applies", applied)
+	}
+}

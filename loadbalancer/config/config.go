@@ -134,7 +134,8 @@ type Proxy struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	// Retries is how many other backends are tried after a failed dial,
 	// between 0 and len(Backends)-1. Load resolves an absent value to
-	// min(3, len(Backends)-1).
+	// min(3, len(Backends)-1); with discovery, a larger value to
+	// len(Backends)-1, as the pool's size changes at run time.
 	Retries *int `mapstructure:"retries"`
 	// IdleTimeout closes a connection with no bytes in either direction for
 	// this long; 0 disables it.
@@ -263,6 +264,11 @@ func (c *Config) resolve() {
 	}
 	if c.Proxy.Retries == nil {
 		r := max(0, min(3, len(c.Backends)-1))
+		c.Proxy.Retries = &r
+	} else if c.Discovery.Etcd.Enabled() && *c.Proxy.Retries > len(c.Backends)-1 && *c.Proxy.Retries > 0 {
+		// The pool grows and shrinks at run time: retries beyond the other
+		// backends there are now mean no more than those.
+		r := max(0, len(c.Backends)-1)
 		c.Proxy.Retries = &r
 	}
 }

@@ -144,3 +144,22 @@ func TestCheckBackend(t *testing.T) {
 		}
 	}
 }
+
+// With discovery, retries beyond the pool's other backends mean those: the
+// pool's size changes at run time, and a rebuild must not fail for it.
+func TestRetriesFollowADiscoveredPool(t *testing.T) {
+	found := []Backend{{ID: 1 << 30, Name: "w1", Address: "127.0.0.1:50520", Weight: 1}}
+	doc := []byte("proxy: {retries: 2}\nbackends: [{address: \"127.0.0.1:50510\"}]\ndiscovery: {etcd: {endpoints: [\"127.0.0.1:2379\"]}}\n")
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := loadData(path, doc, Fleet{Backends: found}, env(nil))
+	if err != nil || *c.Proxy.Retries != 1 {
+		t.Fatalf("retries 2 over two backends: %v, %v; want 1", c, err)
+	}
+	// Without discovery the same is an error, as before.
+	if _, err := Parse([]byte("proxy: {retries: 2}\nbackends: [{address: \"127.0.0.1:50510\"}]\n"), "yaml", "lb.yaml"); err == nil || !strings.Contains(err.Error(), "proxy.retries") {
+		t.Errorf("retries 2 over one backend without discovery: %v", err)
+	}
+}
