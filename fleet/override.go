@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -100,59 +101,78 @@ var _ Overrider = (*loadbalancer.Balancer)(nil)
 
 // BalancerSink is the Sink of one balancer: config changes go to its
 // Sources, and the fleet's overrides to the balancer itself, matched to its
-// backends by name, again whenever its backends change. One Watcher calls
-// it, from one goroutine.
+// backends by name. NewBalancerSink hooks it to the Sources, so the
+// overrides are matched again after every apply, whatever its source: a
+// backend that joins or is replaced gets its name's override.
 type BalancerSink struct {
-	Sources *loadbalancer.Sources
-	B       Overrider
-	Log     *slog.Logger
+	sources *loadbalancer.Sources
+	b       Overrider
+	log     *slog.Logger
 
+	mu      sync.Mutex
 	want    map[string]Override // the fleet's, by backend name
-	applied map[string]Override // what this balancer applied of them
+	applied map[string]applied  // what this balancer applied of them, by name
+}
+
+// applied is a fleet override as applied to one backend: a replaced
+// backend (another id or address under the name) has none yet.
+type applied struct {
+	id      int
+	address string
+	o       Override
+}
+
+// NewBalancerSink returns the Sink of the balancer b, whose config sources
+// are sources.
+func NewBalancerSink(sources *loadbalancer.Sources, b Overrider, log *slog.Logger) *BalancerSink {
+	s := &BalancerSink{sources: sources, b: b, log: log, applied: map[string]applied{}}
+	sources.AfterApply = s.reconcile
+	return s
 }
 
 // SetFleetBackends implements Sink.
 func (s *BalancerSink) SetFleetBackends(b []config.Backend) error {
-	err := s.Sources.SetFleetBackends(b)
-	s.reconcile()
-	return err
+	return s.sources.SetFleetBackends(b)
 }
 
 // SetFleetSettings implements Sink.
 func (s *BalancerSink) SetFleetSettings(name string, doc []byte) error {
-	err := s.Sources.SetFleetSettings(name, doc)
-	s.reconcile()
-	return err
+	return s.sources.SetFleetSettings(name, doc)
 }
 
 // SetFleetOverrides implements Sink.
 func (s *BalancerSink) SetFleetOverrides(o map[string]Override) {
+	s.mu.Lock()
 	s.want = o
+	s.mu.Unlock()
 	s.reconcile()
 }
 
 // reconcile applies to each backend the fleet's override of its name, where
-// it differs from what was applied.
+// it differs from what was applied to that very backend.
 func (s *BalancerSink) reconcile() {
-	if s.applied == nil {
-		s.applied = map[string]Override{}
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	present := map[string]bool{}
-	for _, b := range s.B.Config().Backends {
+	for _, b := range s.b.Config().Backends {
 		present[b.Name] = true
-		want, have := s.want[b.Name], s.applied[b.Name]
-		if want == have {
+		want := s.want[b.Name]
+		had, ok := s.applied[b.Name]
+		if !ok || had.id != b.ID || had.address != b.Address {
+			had = applied{id: b.ID, address: b.Address} // a new backend: nothing applied to it
+		}
+		if want == had.o {
 			continue
 		}
-		if err := s.apply(b.ID, want, have); err != nil {
-			s.Log.Error("fleet override not applied", "backend", b.Name, "id", b.ID, "override", want, "error", err)
+		if err := s.apply(b.ID, want, had.o); err != nil {
+			s.log.Error("fleet override not applied", "backend", b.Name, "id", b.ID, "override", want, "error", err)
 			continue
 		}
-		s.Log.Info("fleet override applied", "backend", b.Name, "id", b.ID, "state", want.State, "weight", want.Weight)
+		s.log.Info("fleet override applied", "backend", b.Name, "id", b.ID, "state", want.State, "weight", want.Weight)
 		if want == (Override{}) {
 			delete(s.applied, b.Name)
 		} else {
-			s.applied[b.Name] = want
+			s.applied[b.Name] = applied{id: b.ID, address: b.Address, o: want}
 		}
 	}
 	for name := range s.applied {
@@ -164,9 +184,11 @@ func (s *BalancerSink) reconcile() {
 
 // apply moves backend id from the override have to want.
 func (s *BalancerSink) apply(id int, want, have Override) error {
-	// Undoing a state or a weight takes an enable, then what remains.
-	if (have.State != "" && want.State != have.State) || (have.Weight != 0 && want.Weight == 0) {
-		if _, err := s.B.EnableBackend(id); err != nil {
+	// Undoing a state or a weight takes an enable, then what remains; a
+	// drain becomes a disable directly (no moment of taking connections).
+	drainToDisable := have.State == loadbalancer.OverrideDrain && want.State == loadbalancer.OverrideDisable
+	if (have.State != "" && want.State != have.State && !drainToDisable) || (have.Weight != 0 && want.Weight == 0) {
+		if _, err := s.b.EnableBackend(id); err != nil {
 			return err
 		}
 		have = Override{}
@@ -175,12 +197,12 @@ func (s *BalancerSink) apply(id int, want, have Override) error {
 	switch {
 	case want.State == have.State:
 	case want.State == loadbalancer.OverrideDrain:
-		_, err = s.B.DrainBackend(id)
+		_, err = s.b.DrainBackend(id)
 	case want.State == loadbalancer.OverrideDisable:
-		_, err = s.B.DisableBackend(id)
+		_, err = s.b.DisableBackend(id)
 	}
 	if err == nil && want.Weight != 0 && want.Weight != have.Weight {
-		_, err = s.B.SetBackendWeight(id, want.Weight)
+		_, err = s.b.SetBackendWeight(id, want.Weight)
 	}
 	return err
 }

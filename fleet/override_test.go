@@ -74,7 +74,7 @@ func TestBalancerSinkAppliesOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { stop(); <-b.Done() }()
-	sink := &BalancerSink{Sources: loadbalancer.NewSources(b, path, file, config.Fleet{}), B: b, Log: quiet}
+	sink := NewBalancerSink(loadbalancer.NewSources(b, path, file, config.Fleet{}), b, quiet)
 	state := func(name string) (string, int) {
 		for _, s := range b.Snapshot().Backends {
 			if s.Name == name {
@@ -98,6 +98,19 @@ func TestBalancerSinkAppliesOverrides(t *testing.T) {
 	}
 	if o, _ := state("late"); o != loadbalancer.OverrideDisable {
 		t.Fatalf("late's override %q; want disable", o)
+	}
+	// A backend replaced under its name (another address) gets the override again.
+	if err := sink.SetFleetBackends([]config.Backend{{ID: 1 << 30, Name: "late", Address: addr(), Weight: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := state("late"); o != loadbalancer.OverrideDisable {
+		t.Fatalf("late, replaced at another address: override %q; want disable again", o)
+	}
+	// A drain becomes a disable without passing through enable.
+	sink.SetFleetOverrides(map[string]Override{"a": {State: loadbalancer.OverrideDrain}})
+	sink.SetFleetOverrides(map[string]Override{"a": {State: loadbalancer.OverrideDisable}})
+	if o, _ := state("a"); o != loadbalancer.OverrideDisable {
+		t.Fatalf("a: override %q; want disable", o)
 	}
 	sink.SetFleetOverrides(map[string]Override{})
 	if o, w := state("a"); o != "" || w != 1 {

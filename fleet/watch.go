@@ -28,6 +28,10 @@ type Sink interface {
 // alone waits quietly through an outage, and the fleet must know to resync.
 const probeEvery = time.Second
 
+// probeFailures is how many probes in a row must fail for etcd to count as
+// lost.
+const probeFailures = 2
+
 // Watcher follows one pool's backends and the shared settings under its
 // keys, and hands every change to its sink.
 type Watcher struct {
@@ -236,6 +240,7 @@ func (w *Watcher) watch(ctx context.Context, push func()) error {
 func (w *Watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,9 +250,17 @@ func (w *Watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
 		pctx, done := context.WithTimeout(ctx, probeEvery)
 		_, err := w.cli.Get(pctx, w.keys.Config(), clientv3.WithCountOnly())
 		done()
-		if err != nil && ctx.Err() == nil {
-			cancel(err)
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() != nil:
 			return
+		default:
+			// One slow answer is not an outage: a resync is a full read.
+			if failures++; failures == probeFailures {
+				cancel(err)
+				return
+			}
 		}
 	}
 }

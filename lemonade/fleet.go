@@ -61,13 +61,14 @@ func startBalancerFleet(log *slog.Logger, cfg *config.Config) (*balancerFleet, e
 }
 
 // registerBalancer lists the balancer listening on listen in the fleet,
-// with its admin API's URL ("" for none), under listen@host.
+// with its admin API's URL ("" for none), under listen@host-pid.
 func (f *balancerFleet) registerBalancer(log *slog.Logger, e config.Etcd, listen, adminURL string) (*fleet.Registrar, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "localhost"
 	}
-	return fleet.RegisterBalancer(f.cli, fleet.Keys{Prefix: e.Prefix}, listen+"@"+host,
+	// The process id too: during an upgrade two balancers share listen@host.
+	return fleet.RegisterBalancer(f.cli, fleet.Keys{Prefix: e.Prefix}, fmt.Sprintf("%s@%s-%d", listen, host, os.Getpid()),
 		fleet.Balancer{Listen: listen, Admin: adminURL}, fleet.DefaultTTL, time.Second, log)
 }
 

@@ -140,7 +140,7 @@ func (c *LoadBalancerCmd) Run(g *Globals) error {
 	}
 	sources := loadbalancer.NewSources(b, c.Config, file, fleetPart)
 	if fl != nil {
-		go fl.w.Run(ctx, &fleet.BalancerSink{Sources: sources, B: b, Log: log})
+		go fl.w.Run(ctx, fleet.NewBalancerSink(sources, b, log))
 	}
 	if c.Config != "" {
 		go sources.WatchFile(ctx, hup)

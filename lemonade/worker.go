@@ -107,23 +107,34 @@ func (c *WorkerCmd) Run(g *Globals) error {
 			ln.Close()
 			return err
 		}
-		defer cli.Close()
 		// On a stop, leave the pool first, then stop serving: the balancers
-		// drain the worker before its port closes.
+		// drain the worker before its port closes. If serving fails, leave
+		// the pool all the same, before the client goes.
 		var stopServing context.CancelFunc
 		serving, stopServing = context.WithCancel(context.Background())
-		defer stopServing()
+		left := make(chan struct{})
+		defer func() {
+			stopServing() // serving ended (or failed): leave the pool without the grace
+			<-left
+			cli.Close()
+		}()
 		go func() {
-			<-ctx.Done()
-			left, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if err := reg.Close(left); err != nil {
+			defer close(left)
+			defer stopServing()
+			select {
+			case <-ctx.Done():
+			case <-serving.Done():
+			}
+			leave, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := reg.Close(leave); err != nil {
 				log.Warn("leaving the pool failed; the registration expires with its lease", "key", reg.Key(), "error", err)
-			} else {
-				log.Info("left the pool", "key", reg.Key())
+				return
+			}
+			log.Info("left the pool", "key", reg.Key())
+			if serving.Err() == nil {
 				time.Sleep(deregisterGrace) // the balancers see the key go meanwhile
 			}
-			cancel()
-			stopServing()
 		}()
 	}
 	log.Info("worker started", "framework", c.Framework, "address", ln.Addr().String(), "name", cfg.ServiceName, "delay", cfg.WorkDelay)
