@@ -533,6 +533,11 @@ func (l *loop) addListener(ln *listener) {
 func (l *loop) removeListener(ln *listener) {
 	if l.watching {
 		l.unwatch(ln)
+		// Take what is queued now: with EPOLLEXCLUSIVE, a client whose
+		// wake-up came to this loop wakes no one else, and on a socket
+		// shared with another balancer (proxy.reuse_port) it would wait
+		// there for the next client's.
+		l.accept(ln)
 	}
 	l.listeners = remove(l.listeners, ln)
 	l.slots[ln.fd] = slot{}
