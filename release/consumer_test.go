@@ -27,7 +27,8 @@ func TestOutsideConsumers(t *testing.T) {
 	}
 	machineCache := goEnv(t, "GOMODCACHE")
 	const mod = "github.com/lemonade-lb/lemonade/"
-	frameworks := []string{"github.com/gin-gonic", "github.com/labstack", "github.com/gofiber", "github.com/valyala"}
+	frameworks := []string{"github.com/gin-gonic", "github.com/labstack", "github.com/gofiber", "github.com/valyala",
+		"go.etcd.io", mod + "fleet"} // the fleet's etcd and gRPC are the CLI's, not the libraries'
 
 	cases := []struct {
 		name     string
@@ -41,7 +42,7 @@ func TestOutsideConsumers(t *testing.T) {
 			append([]string{mod + "service", mod + "worker-"}, frameworks...)},
 		{"gin", []string{mod + "service", mod + "worker-gin"}, []string{"run", "."},
 			[]string{`200 {"status":"ok"`, "stopped"},
-			[]string{mod + "loadbalancer", mod + "worker-echo", "github.com/labstack", "github.com/gofiber", "github.com/valyala"}},
+			[]string{mod + "loadbalancer", mod + "worker-echo", "github.com/labstack", "github.com/gofiber", "github.com/valyala", "go.etcd.io"}},
 		{"adapter", []string{mod + "service"}, []string{"test", "-count=1", "-v", "."},
 			[]string{"--- PASS: TestConformance", "ok"},
 			append([]string{mod + "loadbalancer", mod + "worker-"}, frameworks...)},
