@@ -191,6 +191,11 @@ func register(t *testing.T, srv *etcdtest.Server, k Keys, name, addr string, ttl
 	default:
 		t.Fatalf("%s not registered within 5s", name)
 	}
+	t.Cleanup(func() { // before the server stops: a test may have closed it already
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+	})
 	return g
 }
 

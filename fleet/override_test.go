@@ -84,6 +84,9 @@ func TestBalancerSinkAppliesOverrides(t *testing.T) {
 		return "missing", 0
 	}
 
+	if err := sink.SetFleetSettings("etcd /t/config", []byte("strategy: least_connections\n")); err != nil || b.Config().Strategy != "least_connections" {
+		t.Fatalf("the fleet's settings through the sink: %v, strategy %s", err, b.Config().Strategy)
+	}
 	sink.SetFleetOverrides(map[string]Override{"a": {State: loadbalancer.OverrideDrain}})
 	if o, _ := state("a"); o != loadbalancer.OverrideDrain {
 		t.Fatalf("a's override %q; want drain", o)
