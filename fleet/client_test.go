@@ -67,8 +67,8 @@ func TestDialTLSFiles(t *testing.T) {
 	}
 	for tls, want := range map[config.EtcdTLS]string{
 		{CAFile: filepath.Join(dir, "missing.pem")}: "discovery.etcd.tls.ca_file",
-		{CAFile: notPEM}:                            "no PEM certificate",
-		{CertFile: cert, KeyFile: notPEM}:           "discovery.etcd.tls.cert_file/key_file",
+		{CAFile: notPEM}:                  "no PEM certificate",
+		{CertFile: cert, KeyFile: notPEM}: "discovery.etcd.tls.cert_file/key_file",
 	} {
 		e.TLS = tls
 		if _, err := Dial(e); err == nil || !strings.Contains(err.Error(), want) {
