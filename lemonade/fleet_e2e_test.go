@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/lemonade-lb/lemonade/fleet"
 	"github.com/lemonade-lb/lemonade/fleet/etcdtest"
 	"github.com/lemonade-lb/lemonade/observability/testnet"
@@ -100,6 +102,19 @@ func (lb fleetLB) answering(n int) map[string]bool {
 	return seen
 }
 
+// stopGracefully sends SIGTERM to each process, running or not, and wants
+// exit 0 from those that ran (a graceful stop also writes their coverage).
+func stopGracefully(t *testing.T, procs ...*proc) {
+	t.Helper()
+	for _, p := range procs {
+		if p.running() {
+			if code := p.signal(t, syscall.SIGTERM); code != 0 {
+				t.Errorf("%v exited %d after SIGTERM", p.cmd.Args, code)
+			}
+		}
+	}
+}
+
 // registeredWorker starts a worker that joins the fleet at url.
 func registeredWorker(t *testing.T, fw, name, url string) (*proc, string) {
 	t.Helper()
@@ -154,7 +169,7 @@ func TestFleetOfThreeBalancersAndFourWorkers(t *testing.T) {
 	// A new worker: every balancer uses it within a second of its registration.
 	cli := srv.Client()
 	key := fleet.Keys{Prefix: prefix}.Backend(fleet.DefaultPool, "w-new")
-	registeredWorker(t, "echo", "w-new", url)
+	newWorker, _ := registeredWorker(t, "echo", "w-new", url)
 	var registered time.Time
 	testnet.WaitFor(t, "w-new registered", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -252,6 +267,21 @@ func TestFleetOfThreeBalancersAndFourWorkers(t *testing.T) {
 			t.Errorf("balancer %d runs %s after a rejected change", i, s)
 		}
 	}
+
+	// A graceful stop: the workers leave the pool, the balancers their list.
+	stopGracefully(t, workers["w-nethttp"], workers["w-echo"], workers["w-fiber"], newWorker)
+	for i, lb := range lbs {
+		testnet.WaitFor(t, fmt.Sprintf("balancer %d sees every worker leave", i), func() bool {
+			_, backends := lb.view(t)
+			return len(backends) == 0
+		})
+	}
+	stopGracefully(t, lbs[0].proc, lbs[1].proc, lbs[2].proc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if resp, err := cli.Get(ctx, prefix+"/balancers/", clientv3.WithPrefix()); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("after a graceful stop, balancers still listed: %v, %v", resp, err)
+	}
 }
 
 // etcd unreachable at the start: a balancer with static backends starts on
@@ -266,6 +296,7 @@ func TestFleetStartWithoutEtcd(t *testing.T) {
 	if !strings.Contains(lb.proc.stderr.String(), "etcd cannot be reached: starting on the config file's static backends") {
 		t.Errorf("no clear log of the missing etcd:\n%s", lb.proc.stderr.String())
 	}
+	stopGracefully(t, lb.proc)
 
 	path := filepath.Join(t.TempDir(), "lb.yaml")
 	body := fmt.Sprintf("proxy: {listen_address: %q}\ndiscovery:\n  etcd: {endpoints: [%q], dial_timeout: 500ms}\n", freeAddr(t), dead)
@@ -284,8 +315,8 @@ func TestFleetSurvivesAnEtcdOutageUnderLoad(t *testing.T) {
 	srv := etcdtest.Start(t)
 	const prefix = "/fleet"
 	url := "etcd://" + srv.Endpoint() + prefix
-	registeredWorker(t, "nethttp", "w-1", url)
-	registeredWorker(t, "gin", "w-2", url)
+	w1, _ := registeredWorker(t, "nethttp", "w-1", url)
+	w2, _ := registeredWorker(t, "gin", "w-2", url)
 	lb := startFleetLB(t, srv.Endpoint(), prefix, "")
 	testnet.WaitFor(t, "the balancer answers from both workers", func() bool { return len(lb.answering(8)) == 2 })
 
@@ -326,7 +357,7 @@ func TestFleetSurvivesAnEtcdOutageUnderLoad(t *testing.T) {
 	during := ok.Load()
 	testnet.WaitFor(t, "requests go on during the outage", func() bool { return ok.Load() > during+50 })
 	srv.Start()
-	registeredWorker(t, "echo", "w-3", url)
+	w3, _ := registeredWorker(t, "echo", "w-3", url)
 	testnet.WaitFor(t, "the balancer uses a worker registered after the outage", func() bool { return lb.answering(8)["w-3"] })
 	close(stopLoad)
 	wg.Wait()
@@ -334,4 +365,32 @@ func TestFleetSurvivesAnEtcdOutageUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d requests failed through an etcd outage; want none", failed.Load(), ok.Load()+failed.Load())
 	}
 	t.Logf("%d requests through an etcd outage, none failed", ok.Load())
+	stopGracefully(t, lb.proc, w1, w2, w3)
+}
+
+// A worker's registration problems are errors at the start that say what to
+// change: a bad URL or an address no balancer can reach (exit 2), a name
+// another live worker holds (exit 1).
+func TestWorkerRegistrationErrors(t *testing.T) {
+	srv := etcdtest.Start(t)
+	url := "etcd://" + srv.Endpoint() + "/fleet"
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--register", "http://" + srv.Endpoint() + "/fleet"}, 2, "want etcd://"},
+		{[]string{"-a", "0.0.0.0:" + strings.Split(freeAddr(t), ":")[1], "--register", url}, 2, "--advertise"},
+	} {
+		code, _, stderr := runLemonade(t, nil, append([]string{"worker", "-f", "nethttp", "-n", "w"}, c.args...)...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("worker %v: exit %d, stderr:\n%s\nwant exit %d saying %q", c.args, code, stderr, c.code, c.want)
+		}
+	}
+	first, _ := registeredWorker(t, "nethttp", "same", url)
+	code, _, stderr := runLemonade(t, nil, "worker", "-f", "gin", "-a", freeAddr(t), "-n", "same", "--register", url)
+	if code != 1 || !strings.Contains(stderr, "the backend name is taken") {
+		t.Errorf("a second worker under a live name: exit %d, stderr:\n%s", code, stderr)
+	}
+	stopGracefully(t, first)
 }

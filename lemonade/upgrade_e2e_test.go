@@ -81,4 +81,7 @@ func TestUpgradeWithReusePortRefusesNothing(t *testing.T) {
 		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+ok.Load(), firstErr.Load())
 	}
 	t.Logf("%d requests across the upgrade, none refused or failed", ok.Load())
+	if code := next.signal(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("the new balancer exited %d", code)
+	}
 }
