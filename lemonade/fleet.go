@@ -90,13 +90,9 @@ func (f *balancerFleet) startConfig(log *slog.Logger, path string, file []byte) 
 }
 
 // workerRegistration registers a worker as a backend of pool in the fleet
-// at url (etcd://HOST:PORT[,…]/PREFIX), under its service name, at address
-// (advertise, or the listener's when it names a host).
-func workerRegistration(log *slog.Logger, url, pool, name, advertise string, ln net.Listener, framework string) (*fleet.Registrar, *clientv3.Client, error) {
-	e, err := fleet.ParseURL(url)
-	if err != nil {
-		return nil, nil, usageError{fmt.Errorf("--register: %w", err)}
-	}
+// at e (from --register), under its service name, at address (advertise,
+// or the listener's when it names a host).
+func workerRegistration(log *slog.Logger, e config.Etcd, pool, name, advertise string, ln net.Listener, framework string) (*fleet.Registrar, *clientv3.Client, error) {
 	addr := advertise
 	if addr == "" {
 		addr = ln.Addr().String()

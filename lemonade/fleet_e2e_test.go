@@ -379,7 +379,7 @@ func TestWorkerRegistrationErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--register", "http://" + srv.Endpoint() + "/fleet"}, 2, "want etcd://"},
+		{[]string{"-a", freeAddr(t), "--register", "http://" + srv.Endpoint() + "/fleet"}, 2, "want etcd://"},
 		{[]string{"-a", "0.0.0.0:" + strings.Split(freeAddr(t), ":")[1], "--register", url}, 2, "--advertise"},
 	} {
 		code, _, stderr := runLemonade(t, nil, append([]string{"worker", "-f", "nethttp", "-n", "w"}, c.args...)...)

@@ -9,6 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/lemonade-lb/lemonade/fleet"
+	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 	"github.com/lemonade-lb/lemonade/observability/otel"
 	"github.com/lemonade-lb/lemonade/service"
 	workerecho "github.com/lemonade-lb/lemonade/worker-echo"
@@ -66,6 +68,12 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	if err != nil {
 		return usageError{err}
 	}
+	var fleetEtcd config.Etcd // checked before anything binds
+	if c.Register != "" {
+		if fleetEtcd, err = fleet.ParseURL(c.Register); err != nil {
+			return usageError{fmt.Errorf("--register: %w", err)}
+		}
+	}
 	log, err := g.Logger()
 	if err != nil {
 		return err
@@ -102,7 +110,7 @@ func (c *WorkerCmd) Run(g *Globals) error {
 	defer stop()
 	serving := ctx
 	if c.Register != "" {
-		reg, cli, err := workerRegistration(log, c.Register, c.Pool, cfg.ServiceName, c.Advertise, ln, c.Framework)
+		reg, cli, err := workerRegistration(log, fleetEtcd, c.Pool, cfg.ServiceName, c.Advertise, ln, c.Framework)
 		if err != nil {
 			ln.Close()
 			return err
