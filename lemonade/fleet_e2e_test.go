@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -321,50 +319,22 @@ func TestFleetSurvivesAnEtcdOutageUnderLoad(t *testing.T) {
 	testnet.WaitFor(t, "the balancer answers from both workers", func() bool { return len(lb.answering(8)) == 2 })
 
 	// Load: four clients, a request each at a time, until stopped (at most a minute).
-	var ok, failed atomic.Int64
-	stopLoad := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			deadline := time.Now().Add(time.Minute)
-			for time.Now().Before(deadline) {
-				select {
-				case <-stopLoad:
-					return
-				default:
-				}
-				if code, _, err := httpGet("http://" + lb.addr + "/health"); err != nil || code != 200 {
-					failed.Add(1)
-				} else {
-					ok.Add(1)
-				}
-			}
-		})
-	}
-	defer func() {
-		select {
-		case <-stopLoad:
-		default:
-			close(stopLoad)
-		}
-		wg.Wait()
-	}()
+	load := testnet.StartLoad(t, 4, time.Minute, func() error { return getHealth(lb.addr) })
 
 	srv.Stop()
 	testnet.WaitFor(t, "the balancer notices etcd is gone", func() bool {
 		return strings.Contains(lb.proc.stderr.String(), "serving the last known pool")
 	})
-	during := ok.Load()
-	testnet.WaitFor(t, "requests go on during the outage", func() bool { return ok.Load() > during+50 })
+	during := load.OK()
+	testnet.WaitFor(t, "requests go on during the outage", func() bool { return load.OK() > during+50 })
 	srv.Start()
 	w3, _ := registeredWorker(t, "echo", "w-3", url)
 	testnet.WaitFor(t, "the balancer uses a worker registered after the outage", func() bool { return lb.answering(8)["w-3"] })
-	close(stopLoad)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed through an etcd outage; want none", failed.Load(), ok.Load()+failed.Load())
+	load.Stop()
+	if n := load.Failed(); n != 0 {
+		t.Fatalf("%d of %d requests failed through an etcd outage; want none; the first: %v", n, n+load.OK(), load.FirstError())
 	}
-	t.Logf("%d requests through an etcd outage, none failed", ok.Load())
+	t.Logf("%d requests through an etcd outage, none failed", load.OK())
 	stopGracefully(t, lb.proc, w1, w2, w3)
 }
 

@@ -200,6 +200,15 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
+// getHealth asks addr for /health on a new connection: nil for a 200.
+func getHealth(addr string) error {
+	code, body, err := httpGet("http://" + addr + "/health")
+	if err == nil && code != 200 {
+		err = fmt.Errorf("GET /health: %d %q", code, body)
+	}
+	return err
+}
+
 func mustGet(t *testing.T, url string) string {
 	t.Helper()
 	code, body, err := httpGet(url)

@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,37 +32,8 @@ func TestUpgradeWithReusePortRefusesNothing(t *testing.T) {
 	old := start(t, nil, "lb", "-c", lbConfig())
 	waitListening(t, old, listen)
 
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			deadline := time.Now().Add(time.Minute)
-			for time.Now().Before(deadline) {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if code, _, err := httpGet("http://" + listen + "/health"); err != nil || code != 200 {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(code, err))
-				} else {
-					ok.Add(1)
-				}
-			}
-		})
-	}
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
-	testnet.WaitFor(t, "load through the old balancer", func() bool { return ok.Load() > 100 })
+	load := testnet.StartLoad(t, 4, time.Minute, func() error { return getHealth(listen) })
+	testnet.WaitFor(t, "load through the old balancer", func() bool { return load.OK() > 100 })
 
 	next := start(t, nil, "lb", "-c", lbConfig())
 	testnet.WaitFor(t, "the new balancer shares the old one's socket", func() bool {
@@ -73,14 +42,13 @@ func TestUpgradeWithReusePortRefusesNothing(t *testing.T) {
 	if code := old.signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("the old balancer exited %d", code)
 	}
-	after := ok.Load()
-	testnet.WaitFor(t, "load through the new balancer alone", func() bool { return ok.Load() > after+300 })
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n != 0 {
-		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+ok.Load(), firstErr.Load())
+	after := load.OK()
+	testnet.WaitFor(t, "load through the new balancer alone", func() bool { return load.OK() > after+300 })
+	load.Stop()
+	if n := load.Failed(); n != 0 {
+		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+load.OK(), load.FirstError())
 	}
-	t.Logf("%d requests across the upgrade, none refused or failed", ok.Load())
+	t.Logf("%d requests across the upgrade, none refused or failed", load.OK())
 	if code := next.signal(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("the new balancer exited %d", code)
 	}

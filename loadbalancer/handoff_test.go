@@ -13,12 +13,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/proxy"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 // lockedBuffer is a log destination tests read while the balancer writes.
@@ -56,29 +56,11 @@ func TestReusePortUpgradeLosesNothing(t *testing.T) {
 	defer func() { stopOld(); <-old.Done() }()
 
 	// Load: clients one request at a time, each on a new connection, until stopped.
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			deadline := time.Now().Add(time.Minute)
-			for time.Now().Before(deadline) {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := get(cfg.Proxy.ListenAddress, ""); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-			}
-		})
-	}
-	waitFor(t, "load through the first balancer", func() bool { return ok.Load() > 50 })
+	load := testnet.StartLoad(t, 4, time.Minute, func() error {
+		_, err := get(cfg.Proxy.ListenAddress, "")
+		return err
+	})
+	waitFor(t, "load through the first balancer", func() bool { return load.OK() > 50 })
 
 	var logs lockedBuffer
 	ctxNew, stopNew := context.WithCancel(context.Background())
@@ -95,14 +77,13 @@ func TestReusePortUpgradeLosesNothing(t *testing.T) {
 
 	stopOld()
 	<-old.Done()
-	after := ok.Load()
-	waitFor(t, "load through the second balancer alone", func() bool { return ok.Load() > after+200 })
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n != 0 {
-		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+ok.Load(), firstErr.Load())
+	after := load.OK()
+	waitFor(t, "load through the second balancer alone", func() bool { return load.OK() > after+200 })
+	load.Stop()
+	if n := load.Failed(); n != 0 {
+		t.Fatalf("%d of %d requests failed across the upgrade; the first: %v", n, n+load.OK(), load.FirstError())
 	}
-	t.Logf("%d requests across the upgrade, none failed", ok.Load())
+	t.Logf("%d requests across the upgrade, none failed", load.OK())
 }
 
 // With no balancer on the address, reuse_port binds with SO_REUSEPORT (a

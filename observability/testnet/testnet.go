@@ -1,7 +1,8 @@
 // Package testnet holds what every module's tests need from the network:
 // loopback addresses that are safe to hand to another process, TCP servers
-// that stop with the test, and waiting on a condition with a deadline that
-// holds on a loaded machine. It is for tests only.
+// that stop with the test, waiting on a condition with a deadline that
+// holds on a loaded machine, and a bounded load of clients. It is for tests
+// only.
 package testnet
 
 import (
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -95,4 +97,61 @@ func WaitFor(tb testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Load is clients sending requests one at a time, each until Stop or until
+// its time limit has passed: a load loop that always stops by itself.
+type Load struct {
+	ok, failed atomic.Int64
+	firstErr   atomic.Pointer[error]
+	stop       chan struct{}
+	stopOnce   sync.Once
+	clients    sync.WaitGroup
+}
+
+// StartLoad starts clients goroutines, each calling request again and again
+// for at most limit, and counting what it returns. Stop ends them; the test's
+// end does too.
+func StartLoad(tb testing.TB, clients int, limit time.Duration, request func() error) *Load {
+	l := &Load{stop: make(chan struct{})}
+	deadline := time.Now().Add(limit)
+	for range clients {
+		l.clients.Go(func() {
+			for time.Now().Before(deadline) {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				if err := request(); err != nil {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, &err)
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		})
+	}
+	tb.Cleanup(l.Stop)
+	return l
+}
+
+// OK is how many requests have succeeded so far.
+func (l *Load) OK() int64 { return l.ok.Load() }
+
+// Failed is how many requests have failed so far.
+func (l *Load) Failed() int64 { return l.failed.Load() }
+
+// FirstError is the first failure's error, or nil.
+func (l *Load) FirstError() error {
+	if p := l.firstErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stop ends the load and waits for every client's request in progress.
+func (l *Load) Stop() {
+	l.stopOnce.Do(func() { close(l.stop) })
+	l.clients.Wait()
 }

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -62,5 +63,39 @@ func TestWaitForReturnsOnceTheConditionHolds(t *testing.T) {
 	WaitFor(t, "three polls", func() bool { return n.Add(1) >= 3 })
 	if n.Load() != 3 || time.Since(start) > WaitBound {
 		t.Fatalf("polled %d times in %v", n.Load(), time.Since(start))
+	}
+}
+
+func TestLoadCountsEveryRequestAndStops(t *testing.T) {
+	var calls atomic.Int64
+	boom := errors.New("boom")
+	l := StartLoad(t, 3, time.Minute, func() error {
+		if calls.Add(1)%4 == 0 {
+			return boom
+		}
+		return nil
+	})
+	WaitFor(t, "some failures", func() bool { return l.Failed() >= 5 })
+	l.Stop()
+	l.Stop() // a second Stop (and the test's cleanup) is harmless
+	if n := calls.Load(); l.OK()+l.Failed() != n || l.OK() == 0 {
+		t.Fatalf("%d ok + %d failed, %d calls", l.OK(), l.Failed(), n)
+	}
+	if !errors.Is(l.FirstError(), boom) {
+		t.Fatalf("FirstError() = %v", l.FirstError())
+	}
+}
+
+func TestLoadStopsAtItsLimit(t *testing.T) {
+	l := StartLoad(t, 2, 50*time.Millisecond, func() error { return nil })
+	done := make(chan struct{})
+	go func() { l.clients.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(WaitBound):
+		t.Fatal("the load did not stop at its limit")
+	}
+	if l.FirstError() != nil || l.Failed() != 0 || l.OK() == 0 {
+		t.Fatalf("%d ok, %d failed, first error %v", l.OK(), l.Failed(), l.FirstError())
 	}
 }
