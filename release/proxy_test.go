@@ -1,7 +1,10 @@
 package main
 
 import (
+	"archive/zip"
+	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,11 +16,16 @@ import (
 )
 
 // WriteProxy lays out every published module the way a GOPROXY serves it,
-// at the version asked for, not the tree's.
+// at the version asked for, not the tree's. Each module's zip carries the
+// repository's license: a module's zip holds only its own directory.
 func TestWriteProxyLayout(t *testing.T) {
 	const version = "v0.99.0"
 	out := t.TempDir()
 	if err := WriteProxy("..", out, version); err != nil {
+		t.Fatal(err)
+	}
+	license, err := os.ReadFile("../LICENSE")
+	if err != nil {
 		t.Fatal(err)
 	}
 	mods, err := Published("..")
@@ -61,8 +69,31 @@ func TestWriteProxyLayout(t *testing.T) {
 		if !hasGoMod || len(cf.Omitted) != 0 || len(cf.Invalid) != 0 {
 			t.Errorf("%s: go.mod in the zip %v; omitted %v; invalid %v", m.Path, hasGoMod, cf.Omitted, cf.Invalid)
 		}
+		if got := zipFile(t, filepath.Join(dir, version+".zip"), m.Path+"@"+version+"/LICENSE"); !bytes.Equal(got, license) {
+			t.Errorf("%s: the zip's LICENSE is not the repository's (%d bytes)", m.Path, len(got))
+		}
 	}
 	if err := WriteProxy("..", out, "v2.0.0"); err == nil {
 		t.Error("WriteProxy at v2.0.0: no error")
 	}
+}
+
+// zipFile is the content of the file name in the zip archive at path, or nil.
+func zipFile(t *testing.T, path, name string) []byte {
+	t.Helper()
+	zr, err := zip.OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	f, err := zr.Open(name)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
