@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lemonade-lb/lemonade/loadbalancer"
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
@@ -38,25 +36,7 @@ func tokenAdmin(t *testing.T, token string) string {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.DiscardHandler)
-	lb, err := loadbalancer.Start(ctx, log, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	srv, err := Start(ctx, log, cfg.Admin.ListenAddress, lb)
-	if err != nil {
-		cancel()
-		<-lb.Done()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		srv.Wait()
-		<-lb.Done()
-	})
-	return "http://" + srv.Addr().String()
+	return startAPI(t, cfg).base
 }
 
 func request(t *testing.T, method, url, auth string) (*http.Response, string) {
@@ -112,7 +92,7 @@ func TestDashboardIsServedWithoutTheToken(t *testing.T) {
 // when the process started.
 func TestDashboardPageIsSelfContained(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Start(ctx, slog.New(slog.DiscardHandler), "127.0.0.1:0", sample())
+	srv, err := Start(ctx, quiet, "127.0.0.1:0", sample())
 	if err != nil {
 		t.Fatal(err)
 	}
