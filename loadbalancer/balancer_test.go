@@ -118,6 +118,31 @@ func get(addr, query string) (string, error) {
 	return string(body), err
 }
 
+// answers are the bodies of n requests through lb, each on a new connection.
+func answers(t *testing.T, lb *Balancer, n int) map[string]bool {
+	t.Helper()
+	seen := map[string]bool{}
+	for range n {
+		body, err := get(lb.Addr().String(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body] = true
+	}
+	return seen
+}
+
+// watchFile runs WatchFile on lb and path until the test ends, and returns
+// the channel that stands for SIGHUP.
+func watchFile(t *testing.T, lb *Balancer, path string) chan<- os.Signal {
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	watching := make(chan struct{})
+	go func() { WatchFile(ctx, lb, path, hup); close(watching) }()
+	t.Cleanup(func() { cancel(); <-watching })
+	return hup
+}
+
 func TestRoundRobinThroughTheBalancer(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
 	lb := startBalancer(t, testConfig(t, "round_robin", a, b, c))
@@ -275,15 +300,7 @@ func TestAddedBackendTakesTrafficAtOnce(t *testing.T) {
 	if err := lb.Apply(next); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]bool{}
-	for range 4 {
-		body, err := get(lb.Addr().String(), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[body] = true
-	}
-	if !seen["a"] || !seen["b"] {
+	if seen := answers(t, lb, 4); !seen["a"] || !seen["b"] {
 		t.Fatalf("backends seen %v, want a and b", seen)
 	}
 }

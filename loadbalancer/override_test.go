@@ -138,11 +138,7 @@ func TestFileReloadAfterAnAPIApplyReplacesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	lb := startBalancer(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	hup := make(chan os.Signal, 1)
-	watching := make(chan struct{})
-	go func() { WatchFile(ctx, lb, path, hup); close(watching) }()
-	defer func() { cancel(); <-watching }()
+	hup := watchFile(t, lb, path)
 	waitFor := func(what string, ok func(Snapshot) bool) Snapshot {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

@@ -1,7 +1,6 @@
 package loadbalancer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -162,11 +161,7 @@ func TestWatchFileAppliesEditsAndIgnoresBadOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	lb := startBalancer(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	hup := make(chan os.Signal, 1)
-	watching := make(chan struct{})
-	go func() { WatchFile(ctx, lb, path, hup); close(watching) }()
-	defer func() { cancel(); <-watching }()
+	hup := watchFile(t, lb, path)
 
 	strategyIs := func(what, want string) {
 		t.Helper()
@@ -227,10 +222,7 @@ func TestBurstOfWritesAppliesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	lb := startBalancer(t, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	watching := make(chan struct{})
-	go func() { WatchFile(ctx, lb, path, nil); close(watching) }()
-	defer func() { cancel(); <-watching }()
+	watchFile(t, lb, path)
 	// The watcher is set up and has had its first look once a probe edit is
 	// applied: the first look (made after the watch is added) or a file event
 	// applies it, whichever comes first. Polling is off (an hour).

@@ -9,11 +9,11 @@ import (
 	"github.com/lemonade-lb/lemonade/loadbalancer/config"
 )
 
-// Each source replaces its part, and the whole is applied; a part that does
-// not build changes nothing and leaves the other sources working.
-func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
-	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
-	path := filepath.Join(t.TempDir(), "lb.yaml")
+// fileSources starts a balancer from a config file (at path, holding data)
+// with backend a, and returns it with its Sources, discovery off.
+func fileSources(t *testing.T, a *backendServer) (lb *Balancer, src *Sources, path string, data []byte) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "lb.yaml")
 	writeConfig(t, path, "round_robin", a)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -23,8 +23,15 @@ func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := startBalancer(t, cfg)
-	src := NewSources(lb, path, data, config.Fleet{})
+	lb = startBalancer(t, cfg)
+	return lb, NewSources(lb, path, data, config.Fleet{}), path, data
+}
+
+// Each source replaces its part, and the whole is applied; a part that does
+// not build changes nothing and leaves the other sources working.
+func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	lb, src, path, _ := fileSources(t, a)
 	names := func() string {
 		var ns []string
 		for _, be := range lb.Config().Backends {
@@ -40,15 +47,7 @@ func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
 	if got := names(); got != "a b" || lb.Snapshot().LastReloadSource != SourceFleet {
 		t.Fatalf("backends %q from %s; want a b from the fleet", got, lb.Snapshot().LastReloadSource)
 	}
-	seen := map[string]bool{}
-	for range 4 {
-		body, err := get(lb.Addr().String(), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[body] = true
-	}
-	if !seen["a"] || !seen["b"] {
+	if seen := answers(t, lb, 4); !seen["a"] || !seen["b"] {
 		t.Errorf("answers %v: want the file's and the discovered backend's", seen)
 	}
 
@@ -109,19 +108,8 @@ func TestSourcesLayerTheFleetOverTheFile(t *testing.T) {
 // other changes: each source's latest part is kept, not only the last good.
 func TestSourcesRetryARejectedPartWhenAnotherChanges(t *testing.T) {
 	a := newBackend(t, "a")
-	path := filepath.Join(t.TempDir(), "lb.yaml")
-	writeConfig(t, path, "round_robin", a)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _, err := config.LoadDataWith(path, data, config.Fleet{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lb := startBalancer(t, cfg)
+	lb, src, _, data := fileSources(t, a)
 	applied := 0
-	src := NewSources(lb, path, data, config.Fleet{})
 	src.AfterApply = func() { applied++ }
 	if err := src.SetFleetSettings("etcd /t/config", []byte("health: {passive: {max_fails: 3}}\n")); err != nil {
 		t.Fatal(err)
