@@ -59,9 +59,9 @@ func TestPublished(t *testing.T) {
 	}
 }
 
-// Every internal requirement of every module names the current version and
-// has a replace to its directory: the tree is what `make release` leaves.
-func TestTreeIsAtCurrentVersion(t *testing.T) {
+// theTree is the repository's current version and its published modules.
+func theTree(t *testing.T) (string, []Module) {
+	t.Helper()
 	version, err := CurrentVersion("..")
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +70,13 @@ func TestTreeIsAtCurrentVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return version, mods
+}
+
+// Every internal requirement of every module names the current version and
+// has a replace to its directory: the tree is what `make release` leaves.
+func TestTreeIsAtCurrentVersion(t *testing.T) {
+	version, mods := theTree(t)
 	all, err := workspaceModules("..")
 	if err != nil {
 		t.Fatal(err)
@@ -193,14 +200,7 @@ func TestDevModFile(t *testing.T) {
 
 // Each published module's README opens with how to get it, at VERSION.
 func TestReadmesOpenWithInstall(t *testing.T) {
-	version, err := CurrentVersion("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := Published("..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	version, mods := theTree(t)
 	for _, m := range mods {
 		data, err := os.ReadFile(filepath.Join("..", m.Dir, "README.md"))
 		if err != nil {
