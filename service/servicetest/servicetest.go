@@ -110,6 +110,14 @@ func newClient(t *testing.T, target Target) *client {
 	return &client{t: t, base: target.URL, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}, target: target}
 }
 
+// on is c failing t: a subtest's own, since only the test that calls
+// Fatal may be stopped by it.
+func (c *client) on(t *testing.T) *client {
+	on := *c
+	on.t = t
+	return &on
+}
+
 // reply is what the suite looks at in an answer.
 type reply struct {
 	status  int
@@ -181,6 +189,7 @@ func Run(t *testing.T, target Target) {
 	name := jsonString(target.Name)
 
 	t.Run("health", func(t *testing.T) {
+		c := c.on(t)
 		want := service.Response{Status: 200, ContentType: "application/json",
 			Body: []byte(`{"status":"ok","service":` + name + `}`)}
 		expect(t, "GET /health", c.do("GET", "/health"), want)
@@ -188,6 +197,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("work with the configured delay", func(t *testing.T) {
+		c := c.on(t)
 		r := c.do("GET", "/work")
 		expect(t, "GET /work", r, service.Response{Status: 200, ContentType: "application/json",
 			Body: fmt.Appendf(nil, `{"status":true,"service":%s,"duration_ms":%d}`, name, target.Delay.Milliseconds())})
@@ -197,6 +207,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("work with a delay parameter", func(t *testing.T) {
+		c := c.on(t)
 		cases := []struct {
 			query   string
 			millis  int64
@@ -225,6 +236,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("work with a bad delay", func(t *testing.T) {
+		c := c.on(t)
 		for _, q := range []string{
 			"delay=abc", "delay=", "delay=-5", "delay=-1ms", "delay=60001", "delay=61s", "delay=1h",
 			"delay=1&delay=2", "delay=9223372036854775807", "delay=5xs", "delay=%zz", "delay=1.5",
@@ -246,6 +258,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("not found", func(t *testing.T) {
+		c := c.on(t)
 		for _, p := range []string{"/", "/nope", "/health/", "/work/extra", "/metricsx", "/healthz", "/Work"} {
 			expect(t, "GET "+p, c.do("GET", p), service.NotFound())
 		}
@@ -256,6 +269,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("method not allowed", func(t *testing.T) {
+		c := c.on(t)
 		for _, route := range service.Routes {
 			for _, m := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
 				want := service.MethodNotAllowed(m, route)
@@ -268,6 +282,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("HEAD follows GET", func(t *testing.T) {
+		c := c.on(t)
 		for _, p := range []string{"/health", "/work?delay=0", "/work", "/metrics"} {
 			r := c.do("HEAD", p)
 			if r.status != 200 || len(r.body) != 0 {
@@ -293,6 +308,7 @@ func Run(t *testing.T, target Target) {
 	})
 
 	t.Run("metrics count requests", func(t *testing.T) {
+		c := c.on(t)
 		before := c.scrape()
 		for range 3 {
 			c.do("GET", "/health")
@@ -324,9 +340,10 @@ func Run(t *testing.T, target Target) {
 		}
 	})
 
-	t.Run("abandoned work ends early", func(t *testing.T) { testCancel(t, c) })
+	t.Run("abandoned work ends early", func(t *testing.T) { testCancel(t, c.on(t)) })
 
 	t.Run("requests run concurrently", func(t *testing.T) {
+		c := c.on(t)
 		// 40 requests of 200 ms each take 8 s one after another; together
 		// they must finish well before that.
 		const n, delay = 40, 200 * time.Millisecond

@@ -2,8 +2,12 @@ package servicetest_test
 
 import (
 	"context"
+	"flag"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -12,7 +16,22 @@ import (
 	"github.com/lemonade-lb/lemonade/service/servicetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// brokenEnv names, in a child process of TestSuiteFailsBrokenAdapters, the
+// way the adapter the suite runs against breaks the contract.
+const brokenEnv = "SERVICETEST_BROKEN"
+
+func TestMain(m *testing.M) {
+	if how := os.Getenv(brokenEnv); how != "" {
+		// A child: the suite against the broken adapter, as its only test.
+		testing.Main(func(string, string) (bool, error) { return true, nil }, []testing.InternalTest{{
+			Name: "TestBroken_" + how,
+			F: func(t *testing.T) {
+				servicetest.Run(t, servicetest.Start(t, servicetest.Config("broken"), brokenServe(how)))
+			},
+		}}, nil, nil)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // referenceHandler is the smallest correct adapter, on net/http with a hand
 // dispatch: it checks the suite itself, with no framework in the way.
@@ -44,6 +63,97 @@ func referenceHandler(cfg service.Config) (http.Handler, error) {
 		_, _ = w.Write(res.Body)
 		svc.EndRequest(r.Method, r.URL.Path, res.Status, start)
 	}), nil
+}
+
+// brokenServe serves the reference adapter broken in the way how names.
+func brokenServe(how string) servicetest.ServeFunc {
+	newHandler := func(cfg service.Config) (http.Handler, error) {
+		ref, err := referenceHandler(cfg)
+		if err != nil {
+			return nil, err
+		}
+		idle, err := service.New(cfg) // a service no request reaches
+		if err != nil {
+			return nil, err
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch how {
+			case "health-500":
+				if r.URL.Path == service.RouteHealth {
+					w.WriteHeader(http.StatusInternalServerError)
+					return
+				}
+			case "text-plain":
+				w = contentTypeWriter{w, "text/plain"}
+			case "no-metrics":
+				if r.URL.Path == service.RouteMetrics && r.Method == http.MethodGet {
+					w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+					return
+				}
+			case "uncounted":
+				if r.URL.Path == service.RouteMetrics && r.Method == http.MethodGet {
+					res := idle.HandleMetrics()
+					w.Header().Set("Content-Type", res.ContentType)
+					_, _ = w.Write(res.Body)
+					return
+				}
+			case "ignores-delay":
+				r.URL.RawQuery = ""
+			case "405-as-404":
+				if r.Method != http.MethodGet && r.Method != http.MethodHead {
+					r.URL.Path = "/nowhere"
+				}
+			}
+			ref.ServeHTTP(w, r)
+		}), nil
+	}
+	return func(ctx context.Context, ln net.Listener, cfg service.Config) error {
+		return service.ServeHandler(ctx, ln, cfg, "broken", newHandler)
+	}
+}
+
+// contentTypeWriter sets its own Content-Type over the one the handler set.
+type contentTypeWriter struct {
+	http.ResponseWriter
+	contentType string
+}
+
+func (w contentTypeWriter) WriteHeader(status int) {
+	w.Header().Set("Content-Type", w.contentType)
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// The suite fails an adapter that breaks the contract, saying what broke:
+// each broken adapter runs through it in a child process (its failure must
+// not fail this test), which must exit non-zero naming the fault.
+func TestSuiteFailsBrokenAdapters(t *testing.T) {
+	args := []string{"-test.v"}
+	if dir := flag.Lookup("test.gocoverdir"); dir != nil && dir.Value.String() != "" {
+		args = append(args, "-test.gocoverdir="+dir.Value.String())
+	}
+	for how, want := range map[string]string{
+		"health-500":    "GET /health: status 500; want 200",
+		"text-plain":    `GET /work: Content-Type "text/plain"; want "application/json"`,
+		"ignores-delay": "GET /work?delay=50 took",
+		"405-as-404":    "POST /health: status 404; want 405",
+		"no-metrics":    "GET /metrics: lemonade_worker_http_requests_in_flight missing",
+		"uncounted":     `lemonade_worker_http_requests_total{route="/health",code="200"} grew by 0; want 3`,
+	} {
+		t.Run(how, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], args...)
+			cmd.Env = append(os.Environ(), brokenEnv+"="+how)
+			out, err := cmd.CombinedOutput()
+			if _, failed := err.(*exec.ExitError); !failed || !strings.Contains(string(out), "--- FAIL: TestBroken_"+how) {
+				t.Fatalf("the suite did not fail the adapter broken by %s (%v):\n%s", how, err, out)
+			}
+			if strings.Contains(string(out), "FailNow on a parent test") {
+				t.Errorf("a subtest of the suite stopped its parent:\n%s", out)
+			}
+			if !strings.Contains(string(out), want) {
+				t.Errorf("the suite failed the adapter broken by %s without naming %q:\n%s", how, want, out)
+			}
+		})
+	}
 }
 
 // reference and referenceRun are the reference adapter's Serve and Run.
