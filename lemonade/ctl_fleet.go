@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/lemonade-lb/lemonade/fleet"
@@ -45,26 +46,7 @@ func (f CtlFleetCmd) Run(g *Globals, c *CtlCmd) error {
 	if err != nil {
 		return fmt.Errorf("cannot read the fleet at %v%s: %w", e.Endpoints, e.Prefix, err)
 	}
-	balancers := map[string]balancerView{}
-	for id, b := range view.Balancers {
-		bv := balancerView{Balancer: b}
-		if b.Admin == "" {
-			bv.Error = "no admin API"
-		} else {
-			admin := CtlCmd{Admin: b.Admin, Token: c.Token}
-			body, err := admin.call("GET", "api/v1/status", "", nil)
-			var s loadbalancer.Snapshot
-			switch {
-			case err != nil:
-				bv.Error = err.Error()
-			case json.Unmarshal(body, &s) != nil:
-				bv.Error = "its admin API answered something else than a status"
-			default:
-				bv.Status = &s
-			}
-		}
-		balancers[id] = bv
-	}
+	balancers := fetchStatuses(view.Balancers, c.Token)
 	if c.JSON {
 		out, err := json.MarshalIndent(struct {
 			Etcd      fleet.View              `json:"etcd"`
@@ -78,6 +60,48 @@ func (f CtlFleetCmd) Run(g *Globals, c *CtlCmd) error {
 	}
 	printFleet(g.stdout, view, balancers)
 	return nil
+}
+
+// statusFetches is how many balancers ctl fleet asks for their status at once.
+const statusFetches = 16
+
+// fetchStatuses asks every balancer's admin API for its status, several at
+// once: one that does not answer costs its timeout once, not once per
+// balancer behind it.
+func fetchStatuses(registered map[string]fleet.Balancer, token string) map[string]balancerView {
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, statusFetches)
+		views = map[string]balancerView{}
+	)
+	for id, b := range registered {
+		wg.Go(func() {
+			bv := balancerView{Balancer: b}
+			if b.Admin == "" {
+				bv.Error = "no admin API"
+			} else {
+				slots <- struct{}{}
+				admin := CtlCmd{Admin: b.Admin, Token: token}
+				body, err := admin.call("GET", "api/v1/status", "", nil)
+				<-slots
+				var s loadbalancer.Snapshot
+				switch {
+				case err != nil:
+					bv.Error = err.Error()
+				case json.Unmarshal(body, &s) != nil:
+					bv.Error = "its admin API answered something else than a status"
+				default:
+					bv.Status = &s
+				}
+			}
+			mu.Lock()
+			views[id] = bv
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return views
 }
 
 // printFleet writes the fleet as tables: each pool's backends as etcd holds
