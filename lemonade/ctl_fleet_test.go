@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -37,12 +36,7 @@ func TestFetchStatuses(t *testing.T) {
 		_, _ = w.Write([]byte("<html>"))
 	}))
 	defer garbage.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "http://" + ln.Addr().String()
-	ln.Close()
+	refused := "http://" + testnet.Addr(t)
 
 	views := fetchStatuses(map[string]fleet.Balancer{
 		"a": {Admin: status.URL}, "b": {Admin: status.URL}, "c": {Admin: status.URL},

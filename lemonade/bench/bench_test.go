@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -268,18 +270,6 @@ func TestBackendNamesCapped(t *testing.T) {
 	}
 }
 
-// closedPort returns the address of a port nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // hijacking starts a server that takes each connection over once the
 // request has arrived and hands it to do.
 func hijacking(t *testing.T, do func(net.Conn)) string {
@@ -305,7 +295,7 @@ func TestErrorKinds(t *testing.T) {
 	}{
 		{
 			name: "connect refused",
-			url:  func(t *testing.T) string { return "http://" + closedPort(t) + "/work" },
+			url:  func(t *testing.T) string { return "http://" + testnet.Addr(t) + "/work" },
 			want: ErrConnectRefused, text: "refused",
 		},
 		{

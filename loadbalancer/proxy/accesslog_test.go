@@ -18,6 +18,7 @@ import (
 
 	"github.com/lemonade-lb/lemonade/loadbalancer/accesslog"
 	"github.com/lemonade-lb/lemonade/loadbalancer/backend"
+	"github.com/lemonade-lb/lemonade/observability/testnet"
 )
 
 // line is one access log line, as JSON reads it.
@@ -196,7 +197,7 @@ func TestAccessLogNamesHowEachConnectionEnded(t *testing.T) {
 // No backend answers: the line names the last backend tried, no address,
 // and the retries.
 func TestAccessLogOfAConnectionNoBackendTook(t *testing.T) {
-	h := start(t, Settings{Retries: 1, Passive: backend.Passive{}}, deadAddress(t), deadAddress(t))
+	h := start(t, Settings{Retries: 1, Passive: backend.Passive{}}, testnet.Addr(t), testnet.Addr(t))
 	next := accessLogOf(t, h.srv)
 	c := dialClient(t, h.addr)
 	if _, err := io.ReadAll(c); err != nil {

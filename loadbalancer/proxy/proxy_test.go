@@ -49,17 +49,6 @@ func replyAfterEOF(c net.Conn) {
 	fmt.Fprintf(c, "got %d bytes: %s", len(data), strings.ToUpper(string(data)))
 }
 
-// deadAddress is a loopback port with nothing listening.
-func deadAddress(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // markDownAtOnce is the passive policy of the tests that look at one failed
 // dial's effect.
 var markDownAtOnce = backend.Passive{MaxFails: 1, FailDuration: time.Minute}
@@ -176,7 +165,7 @@ func TestLargeTransferBothWays(t *testing.T) {
 
 func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
 	live := server(t, replyAfterEOF)
-	h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, deadAddress(t), live)
+	h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, testnet.Addr(t), live)
 	for i := range 6 {
 		c := dialClient(t, h.addr)
 		io.WriteString(c, "x")
@@ -195,7 +184,7 @@ func TestFailedDialTriesAnotherBackendAndMarksTheDeadOneDown(t *testing.T) {
 }
 
 func TestNoEligibleBackendClosesTheClient(t *testing.T) {
-	h := start(t, Settings{}, deadAddress(t))
+	h := start(t, Settings{}, testnet.Addr(t))
 	c := dialClient(t, h.addr)
 	if n, _ := io.Copy(io.Discard, c); n != 0 {
 		t.Fatalf("read %d bytes from a connection with no backend", n)
@@ -214,7 +203,7 @@ func TestRetriesAreCounted(t *testing.T) {
 		return string(reply)
 	}
 	t.Run("refused, then served by another", func(t *testing.T) {
-		h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, deadAddress(t), server(t, replyAfterEOF))
+		h := start(t, Settings{Retries: 1, Passive: markDownAtOnce}, testnet.Addr(t), server(t, replyAfterEOF))
 		for i := range 4 { // round robin: one of the first two goes to the dead backend first
 			if reply := roundTrip(t, h.addr); reply != "got 1 bytes: X" {
 				t.Fatalf("connection %d: reply %q", i, reply)
@@ -225,7 +214,7 @@ func TestRetriesAreCounted(t *testing.T) {
 		}
 	})
 	t.Run("refused, no retry allowed", func(t *testing.T) {
-		h := start(t, Settings{Passive: markDownAtOnce}, deadAddress(t))
+		h := start(t, Settings{Passive: markDownAtOnce}, testnet.Addr(t))
 		if reply := roundTrip(t, h.addr); reply != "" {
 			t.Fatalf("reply %q with no backend", reply)
 		}
@@ -235,7 +224,7 @@ func TestRetriesAreCounted(t *testing.T) {
 		}
 	})
 	t.Run("every backend refused", func(t *testing.T) {
-		h := start(t, Settings{Retries: 3, Passive: markDownAtOnce}, deadAddress(t), deadAddress(t))
+		h := start(t, Settings{Retries: 3, Passive: markDownAtOnce}, testnet.Addr(t), testnet.Addr(t))
 		if reply := roundTrip(t, h.addr); reply != "" {
 			t.Fatalf("reply %q with no backend", reply)
 		}
@@ -442,7 +431,7 @@ func TestLoggingNeverBlocksTheDataPath(t *testing.T) {
 	// A proxy whose log is stuck: a failed dial marks a backend down (a log
 	// line) and the client is still served by the other backend.
 	live := server(t, replyAfterEOF)
-	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
+	pool := []*backend.Backend{backend.New(0, "dead", testnet.Addr(t), 1), backend.New(1, "live", live, 1)}
 	srv := New(slog.New(sink), &Table{Backends: pool, Strategy: &strategy.RoundRobin{}}, Settings{Retries: 1, Passive: markDownAtOnce})
 	addr := serve(t, srv)
 	for range 3 {
@@ -482,7 +471,7 @@ func (a always) Pick([]*backend.Backend) *backend.Backend {
 // choosing it.
 func TestRetryNeverGoesBackToTheBackendThatFailed(t *testing.T) {
 	live := server(t, replyAfterEOF)
-	pool := []*backend.Backend{backend.New(0, "dead", deadAddress(t), 1), backend.New(1, "live", live, 1)}
+	pool := []*backend.Backend{backend.New(0, "dead", testnet.Addr(t), 1), backend.New(1, "live", live, 1)}
 	srv := New(slog.New(slog.DiscardHandler), &Table{Backends: pool, Strategy: always{pool[0]}}, Settings{Retries: 1, Passive: backend.Passive{MaxFails: 100, FailDuration: time.Minute}})
 	addr := serve(t, srv)
 	for i := range 5 {
