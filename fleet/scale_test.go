@@ -29,14 +29,20 @@ const scaleWorkers = 1000
 // One op is a worker joining and then leaving: each from the etcd write to
 // the balancer's config holding the change. Reported besides: the join and
 // leave latency percentiles, the time to register the 1000, a balancer's
-// start with them, and what etcd sees (keep-alives per second, its RSS).
+// start with them, and what etcd sees (keep-alives per second, its RSS and
+// how much of it the fleet added).
 func BenchmarkFleetAt1000Workers(b *testing.B) {
 	srv := etcdtest.Start(b)
 	k := Keys{Prefix: "/scale"}
 	cli := srv.Client()
+	const keepAlive = `grpc_server_msg_received_total{grpc_method="LeaseKeepAlive"`
+	_, rssEmpty := etcdMetric(b, srv, keepAlive)
 
+	// The workers' addresses are never dialed (health checks are an hour
+	// apart): ports below testnet's range, where etcd listens.
 	began := time.Now()
 	regs := make([]*Registrar, scaleWorkers)
+	b.Cleanup(func() { closeAll(regs) })
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
 	errs := make(chan error, scaleWorkers)
@@ -45,7 +51,7 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			g, err := Register(cli, k, DefaultPool, fmt.Sprintf("w-%04d", i),
-				Registration{Address: fmt.Sprintf("127.0.0.1:%d", 20000+i), Framework: "bench"}, DefaultTTL, 10*time.Second, quiet)
+				Registration{Address: fmt.Sprintf("127.0.0.1:%d", 2000+i), Framework: "bench"}, DefaultTTL, 10*time.Second, quiet)
 			if err == nil {
 				select {
 				case <-g.Registered():
@@ -65,15 +71,6 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 		}
 	}
 	registered := time.Since(began)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, g := range regs {
-			if g != nil {
-				_ = g.Close(ctx)
-			}
-		}
-	})
 
 	// The balancer starts as `lemonade lb` does: a full read, the config
 	// built with it, then the watch.
@@ -83,8 +80,8 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	fl, err := w.Sync(ctx)
+	cancel()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -100,9 +97,11 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 	lbCtx, stopLB := context.WithCancel(context.Background())
 	lb, err := loadbalancer.Start(lbCtx, quiet, cfg)
 	if err != nil {
+		stopLB()
 		b.Fatal(err)
 	}
 	started := time.Since(began)
+	b.Cleanup(func() { stopLB(); <-lb.Done() })
 	if n := len(lb.Config().Backends); n != scaleWorkers {
 		b.Fatalf("the balancer started with %d backends; want %d", n, scaleWorkers)
 	}
@@ -110,40 +109,50 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watching := make(chan struct{})
 	go func() { defer close(watching); w.Run(watchCtx, NewBalancerSink(sources, lb, quiet)) }()
-	b.Cleanup(func() { stopWatch(); <-watching; stopLB(); <-lb.Done() })
+	b.Cleanup(func() { stopWatch(); <-watching })
 
-	// waitBackends polls, every 100µs, for the balancer's config to hold
-	// want backends.
-	waitBackends := func(want int) {
+	// waitFor polls, every 100µs, for the balancer's config to hold name
+	// (or, with present false, not to).
+	waitFor := func(name string, present bool) {
 		deadline := time.Now().Add(10 * time.Second)
-		for len(lb.Config().Backends) != want {
+		for slices.ContainsFunc(lb.Config().Backends, func(be config.Backend) bool { return be.Name == name }) != present {
 			if time.Now().After(deadline) {
-				b.Fatalf("after 10s the balancer has %d backends; want %d", len(lb.Config().Backends), want)
+				b.Fatalf("after 10s, %s is still %s the balancer's backends", name, map[bool]string{true: "missing from", false: "in"}[present])
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
 	}
-	var joins, leaves []time.Duration
-	b.ResetTimer()
-	for i := range b.N {
-		key := k.Backend(DefaultPool, fmt.Sprintf("join-%d", i))
-		t0 := time.Now()
-		if _, err := cli.Put(ctx, key, fmt.Sprintf(`{"address":"127.0.0.1:%d"}`, 30000+i%2000)); err != nil {
+	// write runs one etcd write with a bound of its own.
+	write := func(op func(context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := op(ctx); err != nil {
 			b.Fatal(err)
 		}
-		waitBackends(scaleWorkers + 1)
+	}
+	var joins, leaves []time.Duration
+	i := 0
+	for b.Loop() {
+		name := fmt.Sprintf("join-%d", i)
+		key := k.Backend(DefaultPool, name)
+		t0 := time.Now()
+		write(func(ctx context.Context) error {
+			_, err := cli.Put(ctx, key, fmt.Sprintf(`{"address":"127.0.0.1:%d"}`, 4000+i%2000))
+			return err
+		})
+		waitFor(name, true)
 		joins = append(joins, time.Since(t0))
 		t0 = time.Now()
-		if _, err := cli.Delete(ctx, key); err != nil {
-			b.Fatal(err)
-		}
-		waitBackends(scaleWorkers)
+		write(func(ctx context.Context) error {
+			_, err := cli.Delete(ctx, key)
+			return err
+		})
+		waitFor(name, false)
 		leaves = append(leaves, time.Since(t0))
+		i++
 	}
-	b.StopTimer()
 	// etcd's keep-alives over a window of three renewal periods (each
 	// lease is renewed about every DefaultTTL/3).
-	const keepAlive = `grpc_server_msg_received_total{grpc_method="LeaseKeepAlive"`
 	keepAlives, _ := etcdMetric(b, srv, keepAlive)
 	measured := time.Now()
 	time.Sleep(DefaultTTL)
@@ -155,25 +164,47 @@ func BenchmarkFleetAt1000Workers(b *testing.B) {
 	b.ReportMetric(started.Seconds()*1e3, "lb-start-ms")
 	b.ReportMetric((keepAlivesAfter-keepAlives)/time.Since(measured).Seconds(), "etcd-keepalives/s")
 	b.ReportMetric(rss/(1<<20), "etcd-rss-MiB")
+	b.ReportMetric((rss-rssEmpty)/(1<<20), "etcd-rss-growth-MiB")
+}
+
+// closeAll closes the registrars that were made, 32 at a time.
+func closeAll(regs []*Registrar) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, g := range regs {
+		if g == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = g.Close(ctx)
+		})
+	}
+	wg.Wait()
 }
 
 // percentile is the p-th percentile of ds (nearest rank).
 func percentile(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return s[min(len(s)-1, len(s)*p/100)]
+	return s[max(0, (len(s)*p+99)/100-1)]
 }
 
 // etcdMetric reads the sum of the series of srv's /metrics whose line
-// starts with prefix, and etcd's resident memory in bytes.
+// starts with prefix, and etcd's resident memory in bytes; either missing
+// fails.
 func etcdMetric(tb testing.TB, srv *etcdtest.Server, prefix string) (sum, rss float64) {
 	tb.Helper()
-	resp, err := http.Get("http://" + srv.Endpoint() + "/metrics")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + srv.Endpoint() + "/metrics")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	found := false
 	for sc.Scan() {
 		line := sc.Text()
 		fields := strings.Fields(line)
@@ -186,13 +217,16 @@ func etcdMetric(tb testing.TB, srv *etcdtest.Server, prefix string) (sum, rss fl
 		}
 		switch {
 		case strings.HasPrefix(line, prefix):
-			sum += v
+			sum, found = sum+v, true
 		case fields[0] == "process_resident_memory_bytes":
 			rss = v
 		}
 	}
 	if err := sc.Err(); err != nil {
 		tb.Fatal(err)
+	}
+	if !found || rss == 0 {
+		tb.Fatalf("etcd's /metrics has no %s… or no process_resident_memory_bytes", prefix)
 	}
 	return sum, rss
 }

@@ -87,7 +87,7 @@ func TestLoadCountsEveryRequestAndStops(t *testing.T) {
 }
 
 func TestLoadStopsAtItsLimit(t *testing.T) {
-	l := StartLoad(t, 2, 50*time.Millisecond, func() error { return nil })
+	l := StartLoad(t, 2, 500*time.Millisecond, func() error { return nil })
 	done := make(chan struct{})
 	go func() { l.clients.Wait(); close(done) }()
 	select {

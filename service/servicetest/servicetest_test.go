@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -134,20 +135,28 @@ func TestSuiteFailsBrokenAdapters(t *testing.T) {
 	for how, want := range map[string]string{
 		"health-500":    "GET /health: status 500; want 200",
 		"text-plain":    `GET /work: Content-Type "text/plain"; want "application/json"`,
-		"ignores-delay": "GET /work?delay=50 took",
+		"ignores-delay": "GET /work?delay=50: body",
 		"405-as-404":    "POST /health: status 404; want 405",
 		"no-metrics":    "GET /metrics: lemonade_worker_http_requests_in_flight missing",
 		"uncounted":     `lemonade_worker_http_requests_total{route="/health",code="200"} grew by 0; want 3`,
 	} {
 		t.Run(how, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], args...)
+			ctx := t.Context()
+			if deadline, ok := t.Deadline(); ok { // a hung child must not outlive the test
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, deadline.Add(-5*time.Second))
+				defer cancel()
+			}
+			cmd := exec.CommandContext(ctx, os.Args[0], args...)
 			cmd.Env = append(os.Environ(), brokenEnv+"="+how)
 			out, err := cmd.CombinedOutput()
 			if _, failed := err.(*exec.ExitError); !failed || !strings.Contains(string(out), "--- FAIL: TestBroken_"+how) {
 				t.Fatalf("the suite did not fail the adapter broken by %s (%v):\n%s", how, err, out)
 			}
-			if strings.Contains(string(out), "FailNow on a parent test") {
-				t.Errorf("a subtest of the suite stopped its parent:\n%s", out)
+			for _, wrong := range []string{"FailNow on a parent test", "DATA RACE", "panic:"} {
+				if strings.Contains(string(out), wrong) {
+					t.Errorf("the suite's run against the adapter broken by %s says %q:\n%s", how, wrong, out)
+				}
 			}
 			if !strings.Contains(string(out), want) {
 				t.Errorf("the suite failed the adapter broken by %s without naming %q:\n%s", how, want, out)
