@@ -62,6 +62,9 @@ type goFlow struct {
 	srcRaw   syscall.RawConn
 	n        int64 // bytes delivered
 	started  bool  // its first bytes went
+	// holding: bytes read from src and not yet delivered. The idle timeout
+	// may fire in the other flow first; it must reset, not close, then.
+	holding atomic.Bool
 }
 
 // flowEnd is how a flow ended.
@@ -558,8 +561,9 @@ func (c *goConn) resetSeen(x int) {
 	c.settle()
 }
 
-// idleEnd closes an idle c: reset when bytes would be lost (cut) or it is
-// being aborted anyway.
+// idleEnd closes an idle c: reset when bytes would be lost (cut, or
+// either flow holds bytes not delivered: the flow that timed out first may
+// not be the one stuck on a write) or it is being aborted anyway.
 func (c *goConn) idleEnd(cut bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -567,7 +571,7 @@ func (c *goConn) idleEnd(cut bool) {
 		return
 	}
 	c.endFor(accesslog.IdleTimeout)
-	c.end(cut || c.gone[atClient] || c.gone[atServer])
+	c.end(cut || c.up.holding.Load() || c.down.holding.Load() || c.gone[atClient] || c.gone[atServer])
 }
 
 // abandon: the client's socket failed while its backend was dialled: the
@@ -655,6 +659,7 @@ func (f *goFlow) run(chunk *[]byte, n int, rerr error) {
 }
 
 func (f *goFlow) move(buf []byte, n int, rerr error) flowEnd {
+	f.holding.Store(n > 0)
 	if !f.rearmRead() || !f.armWrite() {
 		return flowIdle
 	}
@@ -664,6 +669,7 @@ func (f *goFlow) move(buf []byte, n int, rerr error) flowEnd {
 			if end := f.write(buf[:n]); end != flowOn {
 				return end
 			}
+			f.holding.Store(false)
 		}
 		switch {
 		case rerr == nil:
@@ -680,6 +686,7 @@ func (f *goFlow) move(buf []byte, n int, rerr error) flowEnd {
 		}
 		n, rerr = f.src.Read(buf)
 		if n > 0 {
+			f.holding.Store(true)
 			f.c.touch()
 		}
 	}
@@ -731,6 +738,14 @@ func (f *goFlow) armWrite() bool {
 	return true
 }
 
+// readSlackEighths is how far after the idle timeout a read deadline falls,
+// in eighths of it. Only the tests change it: made negative, a quiet flow's
+// read times out before the stalled flow's write notices, the order a loaded
+// machine can produce.
+var readSlackEighths atomic.Int64
+
+func init() { readSlackEighths.Store(1) }
+
 // rearmRead sets f's read deadline to the idle timeout after the last bytes
 // either way (a little later than a write's, so that a write waiting for a
 // slow receiver notes its progress first); false if the connection is idle.
@@ -744,7 +759,7 @@ func (f *goFlow) rearmRead() bool {
 			if sinceStart()-last >= idle {
 				return false
 			}
-			deadline = clockStart.Add(last + idle + idle/8)
+			deadline = clockStart.Add(last + idle + idle*time.Duration(readSlackEighths.Load())/8)
 		}
 		f.src.SetReadDeadline(deadline)
 		if c.pokes.Load() == g { // else a poke may have been overwritten
