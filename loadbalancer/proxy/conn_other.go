@@ -103,8 +103,13 @@ func (e *goEngine) handle(client *net.TCPConn, listener netip.AddrPort, dialing 
 		c.poke() // the client's flow stops waiting for the dial
 		c.down.run(getChunk(), 0, nil)
 	} else {
+		// No backend: the client's flow stops reading (the deadline wakes
+		// it), then a client that sent bytes, which will never arrive, is
+		// reset: a FIN would say they were taken.
+		c.client.SetReadDeadline(aLongTimeAgo)
+		<-upDone
 		c.mu.Lock()
-		c.end(false)
+		c.end(c.up.holding.Load() || hasUnread(c.up.srcRaw))
 		c.mu.Unlock()
 	}
 	<-upDone
@@ -571,7 +576,8 @@ func (c *goConn) idleEnd(cut bool) {
 		return
 	}
 	c.endFor(accesslog.IdleTimeout)
-	c.end(cut || c.up.holding.Load() || c.down.holding.Load() || c.gone[atClient] || c.gone[atServer])
+	cut = cut || c.up.holding.Load() || c.down.holding.Load() || hasUnread(c.up.srcRaw) || (c.down.srcRaw != nil && hasUnread(c.down.srcRaw))
+	c.end(cut || c.gone[atClient] || c.gone[atServer])
 }
 
 // abandon: the client's socket failed while its backend was dialled: the
@@ -616,6 +622,9 @@ func (c *goConn) readWhileDialling(buf []byte) (n int, rerr error) {
 			var m int
 			m, err = c.client.Read(buf[n:])
 			n += m
+			if m > 0 {
+				c.up.holding.Store(true) // what was read must reach a backend
+			}
 			if err == io.EOF {
 				rerr = err
 				continue
@@ -722,12 +731,19 @@ func (f *goFlow) write(p []byte) flowEnd {
 	}
 }
 
+// writeSlackEighths delays, in eighths of the idle timeout, when a write
+// counts the connection idle. Only the tests change it: a stalled write then
+// notices after the quiet flow's read, the order a loaded machine can
+// produce.
+var writeSlackEighths atomic.Int64
+
 // armWrite sets f's write deadline to the next look at the source, or the
 // idle timeout if sooner; false if the connection is idle already.
 func (f *goFlow) armWrite() bool {
 	now := sinceStart()
 	next := now + probeEvery
 	if idle := f.c.idleTimeout(); idle > 0 {
+		idle += idle * time.Duration(writeSlackEighths.Load()) / 8
 		last := time.Duration(f.c.last.Load())
 		if now-last >= idle {
 			return false
@@ -737,14 +753,6 @@ func (f *goFlow) armWrite() bool {
 	f.dst.SetWriteDeadline(clockStart.Add(next))
 	return true
 }
-
-// readSlackEighths is how far after the idle timeout a read deadline falls,
-// in eighths of it. Only the tests change it: made negative, a quiet flow's
-// read times out before the stalled flow's write notices, the order a loaded
-// machine can produce.
-var readSlackEighths atomic.Int64
-
-func init() { readSlackEighths.Store(1) }
 
 // rearmRead sets f's read deadline to the idle timeout after the last bytes
 // either way (a little later than a write's, so that a write waiting for a
@@ -759,7 +767,7 @@ func (f *goFlow) rearmRead() bool {
 			if sinceStart()-last >= idle {
 				return false
 			}
-			deadline = clockStart.Add(last + idle + idle*time.Duration(readSlackEighths.Load())/8)
+			deadline = clockStart.Add(last + idle + idle/8)
 		}
 		f.src.SetReadDeadline(deadline)
 		if c.pokes.Load() == g { // else a poke may have been overwritten
@@ -820,6 +828,18 @@ func waitReset(rc syscall.RawConn) error {
 		return err
 	}
 	return e
+}
+
+// hasUnread reports whether bytes wait in the socket's receive queue: a
+// close then loses them, so it must reset (Linux does by itself; not every
+// system does).
+func hasUnread(rc syscall.RawConn) bool {
+	var n int
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+	})
+	return n > 0
 }
 
 // sockError reads and clears the socket's pending error (SO_ERROR).

@@ -208,3 +208,23 @@ func TestUrgentDataFromTheBackendArrivesInline(t *testing.T) {
 		t.Fatalf("client got %q, %v; want \"abc!def\", the urgent byte inline", got, err)
 	}
 }
+
+// A client whose bytes never reach a backend (the only one cannot be
+// reached) is reset, never closed with a FIN, which would say they were
+// taken: a client that sends, half-closes and waits for EOF must not
+// believe it delivered.
+func TestNoBackendAfterTheClientSpokeIsAReset(t *testing.T) {
+	h := start(t, Settings{ConnectTimeout: 300 * time.Millisecond}, stuckAddress(t))
+	c := dialClient(t, h.addr)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client read %q, then %v; want a reset", got, err)
+	}
+	waitUntil(t, "the connection's slot frees", func() bool { return h.srv.Stats().Active == 0 }, h.state)
+}
