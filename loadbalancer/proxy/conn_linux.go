@@ -862,15 +862,4 @@ func unsent(fd int) int {
 	return int(v)
 }
 
-// unread is how many bytes fd's socket has received and not yet given to
-// a read (SIOCINQ); 0 when it cannot tell.
-func unread(fd int) int {
-	var v int32
-	const siocinq = 0x541B // FIONREAD
-	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), siocinq, uintptr(unsafe.Pointer(&v))); e != 0 {
-		return 0
-	}
-	return int(v)
-}
-
 func closeFD(fd int) { syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0) }

@@ -109,7 +109,7 @@ func (e *goEngine) handle(client *net.TCPConn, listener netip.AddrPort, dialing 
 		c.client.SetReadDeadline(aLongTimeAgo)
 		<-upDone
 		c.mu.Lock()
-		c.end(c.up.holding.Load() || hasUnread(c.up.srcRaw))
+		c.end(c.up.holding.Load() || rawHasUnread(c.up.srcRaw))
 		c.mu.Unlock()
 	}
 	<-upDone
@@ -576,7 +576,7 @@ func (c *goConn) idleEnd(cut bool) {
 		return
 	}
 	c.endFor(accesslog.IdleTimeout)
-	cut = cut || c.up.holding.Load() || c.down.holding.Load() || hasUnread(c.up.srcRaw) || (c.down.srcRaw != nil && hasUnread(c.down.srcRaw))
+	cut = cut || c.up.holding.Load() || c.down.holding.Load() || rawHasUnread(c.up.srcRaw) || (c.down.srcRaw != nil && rawHasUnread(c.down.srcRaw))
 	c.end(cut || c.gone[atClient] || c.gone[atServer])
 }
 
@@ -830,16 +830,11 @@ func waitReset(rc syscall.RawConn) error {
 	return e
 }
 
-// hasUnread reports whether bytes wait in the socket's receive queue: a
-// close then loses them, so it must reset (Linux does by itself; not every
-// system does).
-func hasUnread(rc syscall.RawConn) bool {
-	var n int
-	rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
-	})
-	return n > 0
+// rawHasUnread is hasUnread of rc's socket; false once it is closed.
+func rawHasUnread(rc syscall.RawConn) bool {
+	var u bool
+	rc.Control(func(fd uintptr) { u = hasUnread(int(fd)) })
+	return u
 }
 
 // sockError reads and clears the socket's pending error (SO_ERROR).

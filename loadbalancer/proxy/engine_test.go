@@ -228,3 +228,44 @@ func TestNoBackendAfterTheClientSpokeIsAReset(t *testing.T) {
 	}
 	waitUntil(t, "the connection's slot frees", func() bool { return h.srv.Stats().Active == 0 }, h.state)
 }
+
+// hasUnread sees bytes waiting in a socket's receive queue, and only then;
+// its peek takes nothing.
+func TestHasUnread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw, err := s.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unread := func() (u bool) {
+		raw.Control(func(fd uintptr) { u = hasUnread(int(fd)) })
+		return u
+	}
+	if unread() {
+		t.Fatal("unread bytes before any was sent")
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return unread() })
+	if n, err := s.Read(make([]byte, 4)); n != 1 || err != nil {
+		t.Fatalf("read %d, %v: the peek consumed the byte", n, err)
+	}
+	if unread() {
+		t.Fatal("unread bytes after the only one was read")
+	}
+}

@@ -30,6 +30,16 @@ func setListenerOptions(fd int) error {
 	return listenerKeepAlive(fd)
 }
 
+// hasUnread reports whether bytes wait in the socket's receive queue, read
+// by no one: a close then loses them, so it must reset (Linux does by
+// itself; not every system does). A peek, portable where FIONREAD's number
+// is not.
+func hasUnread(fd int) bool {
+	var b [1]byte
+	n, _, _ := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n > 0
+}
+
 // reusePortOptions is listenerOptions and SO_REUSEPORT.
 func reusePortOptions(network, address string, c syscall.RawConn) error {
 	var err error

@@ -734,7 +734,7 @@ func (l *loop) checkTimers() int {
 				// connection, or not yet read from a socket): the stream is
 				// cut, so a reset, not a FIN that would make it look
 				// complete. What a send queue holds still goes out.
-				cut := c.up.pending != nil || c.down.pending != nil || unread(c.client) > 0 || unread(c.server) > 0
+				cut := c.up.pending != nil || c.down.pending != nil || hasUnread(c.client) || hasUnread(c.server)
 				c.endFor(accesslog.IdleTimeout)
 				l.close(c, cut) // moves the last one to i
 				continue
