@@ -69,6 +69,14 @@ func getWork(addr string, connected func()) (r workResult) {
 	return r
 }
 
+// refusedAtConnect reports whether a failed connect was refused. A SYN that
+// meets the listening socket as it closes may be answered with a reset,
+// which gVisor's connect reports as ECONNRESET (Linux: ECONNREFUSED); either
+// way the kernel refused the connection before it was established.
+func refusedAtConnect(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // Row "SIGTERM under load": the requests in flight when the signal comes
 // complete, new connections are refused, and the process exits 0 once they
 // are done, before the drain timeout; a second signal during a drain exits
@@ -124,11 +132,7 @@ func TestSIGTERMUnderLoadDrainsInFlightAndASecondSignalExitsAtOnce(t *testing.T)
 	for {
 		c, err := net.DialTimeout("tcp", lbAddr, time.Second)
 		if err != nil {
-			// A SYN that meets the listening socket as it closes may be
-			// answered with a reset, which gVisor's connect reports as
-			// ECONNRESET (Linux says ECONNREFUSED): either way the kernel
-			// refused the connection before it was established.
-			if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ECONNRESET) {
+			if !refusedAtConnect(err) {
 				t.Fatalf("a new connection after SIGTERM: %v, want refused", err)
 			}
 			refusedAfter = time.Since(sigAt)
@@ -170,7 +174,7 @@ func TestSIGTERMUnderLoadDrainsInFlightAndASecondSignalExitsAtOnce(t *testing.T)
 			switch {
 			case r.err == nil:
 				racedOK++
-			case r.connectFailed && errors.Is(r.err, syscall.ECONNREFUSED):
+			case r.connectFailed && refusedAtConnect(r.err):
 				racedRefused++
 			default:
 				lost = append(lost, "raced the signal: "+r.err.Error())
