@@ -247,8 +247,9 @@ func TestLargeBodyIsReadAndConnectionReused(t *testing.T) {
 	if rep.Responses != 10 || backendCounts(rep)[Unknown] != 10 {
 		t.Errorf("responses %d, backends %v", rep.Responses, backendCounts(rep))
 	}
-	if n := ln.accepted.Load(); n != 2 {
-		t.Errorf("%d connections, want 2: a body past maxBody must still be drained", n)
+	// One or two: a worker scheduled late may find the budget spent.
+	if n := ln.accepted.Load(); n < 1 || n > 2 {
+		t.Errorf("%d connections, want at most 2: a body past maxBody must still be drained", n)
 	}
 }
 
@@ -490,9 +491,29 @@ func TestConnections(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("NoKeepAlive=%v", tt.noKeepAlive), func(t *testing.T) {
 			var closing atomic.Int64
+			// Each connection's first request waits until five are open, so
+			// every worker is running before the budget of 100 is spent: a
+			// worker scheduled late would otherwise find none left and
+			// rightly never dial.
+			var mu sync.Mutex
+			seen := map[string]bool{}
+			allOpen := make(chan struct{})
 			srv, ln := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Close {
 					closing.Add(1)
+				}
+				mu.Lock()
+				first := !seen[r.RemoteAddr]
+				seen[r.RemoteAddr] = true
+				if first && len(seen) == 5 {
+					close(allOpen)
+				}
+				mu.Unlock()
+				if first {
+					select {
+					case <-allOpen:
+					case <-time.After(10 * time.Second):
+					}
 				}
 				io.WriteString(w, workerBody("w1"))
 			}))
